@@ -1,0 +1,68 @@
+"""Shared building blocks of the files in `configs/`.
+
+Every size config calls these helpers so that sizes differ only in numbers:
+`model_config(...)` gives the `config.model` block and `base_config(...)` the
+whole tree. Fields not set here do not exist, and `load_config` refuses
+overrides of unknown fields.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+    """The `config.model` block: BERT-base shapes unless overridden."""
+    m = ml_collections.ConfigDict()
+    m.family = "bert"  # naming family for Hugging Face interop: 'bert' | 'albert'
+    m.vocab_size = 30522
+    m.hidden_size = 768
+    m.num_layers = 12
+    m.num_heads = 12
+    m.intermediate_size = 3072
+    m.embedding_size = 768  # < hidden_size adds ALBERT's factorized E->H projection
+    m.share_layers = False  # ALBERT: one parameter set broadcast to every layer
+    m.max_position_embeddings = 512
+    m.type_vocab_size = 2
+    m.pad_token_id = 0
+    m.activation = "gelu"  # 'gelu' (exact, BERT), 'gelu_tanh' (ALBERT's gelu_new), 'relu'
+    m.layer_norm_eps = 1e-12
+    m.hidden_dropout_rate = 0.1
+    m.attention_dropout_rate = 0.1
+    m.classifier_dropout_rate = 0.0  # dropout before the NSP/SOP classifier (ALBERT: 0.1)
+    m.initializer_range = 0.02
+    m.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'; parameters stay float32
+    m.remat_policy = "none"  # one of REMAT_POLICIES
+    m.scan_layers = True  # one nn.scan over the stack (False: unrolled Python loop)
+    m.use_pooler = True
+    m.mlm_head = True
+    m.pair_head = True  # NSP (BERT) or SOP (ALBERT) classifier on the pooled output
+    m.update(overrides)
+    return m
+
+
+def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+    """The whole config tree around a model block, with pretraining defaults.
+
+    Training fields carry the papers' hyperparameters; `max_seq_length` is the
+    sequence length the data pipeline produces.
+    """
+    c = ml_collections.ConfigDict()
+    c.task = "pretrain"
+    c.model = model
+    c.max_seq_length = 128
+    c.seed = 0
+    c.batch_size = 256  # global, over all devices and hosts
+    c.total_steps = 1_000_000
+    c.warmup_steps = 10_000
+    c.learning_rate = 1e-4
+    c.optimizer = "adamw"  # 'adamw' | 'lamb'
+    c.weight_decay = 0.01
+    c.log_every = 100
+    c.eval_every = 1000
+    c.checkpoint_every = 1000
+    c.update(overrides)
+    return c

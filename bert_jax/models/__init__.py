@@ -1,0 +1,45 @@
+"""Pure flax.linen modules of the BERT family; no data or training code."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from bert_jax.models.bert import BertModel, EncoderOutput
+
+__all__ = ["BertModel", "EncoderOutput", "build_model", "init_params", "count_params"]
+
+
+def _model_block(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    return config.model if "model" in config else config
+
+
+def build_model(config: ml_collections.ConfigDict) -> BertModel:
+    """The flax module for a whole config (or its `model` block)."""
+    return BertModel(ml_collections.FrozenConfigDict(_model_block(config)))
+
+
+def _dummy_inputs(model: BertModel, batch: int = 1, length: int = 8) -> jax.Array:
+    return jnp.zeros((batch, min(length, model.config.max_position_embeddings)), jnp.int32)
+
+
+def init_params(model: BertModel, rng: jax.Array) -> dict:
+    """Fresh float32 parameters, with the logical-axis boxes removed."""
+    variables = model.init(rng, _dummy_inputs(model))
+    return nn.meta.unbox(variables["params"])
+
+
+def param_shapes(model: BertModel) -> dict:
+    """The parameter tree as ShapeDtypeStructs, without allocating anything."""
+    variables = jax.eval_shape(model.init, jax.random.key(0), _dummy_inputs(model))
+    return nn.meta.unbox(variables["params"])
+
+
+def count_params(model: BertModel, include_heads: bool = False) -> int:
+    """Number of parameters; by default embeddings + encoder + pooler, as papers count them."""
+    shapes = param_shapes(model)
+    if not include_heads:
+        shapes = {k: v for k, v in shapes.items() if k not in ("mlm_head", "pair_head")}
+    return sum(int(x.size) for x in jax.tree.leaves(shapes))

@@ -1,0 +1,82 @@
+"""Multi-head self-attention and the attention-mask builder.
+
+The mask builder takes a `kind` so that causal (UniLM left-to-right),
+prefix/seq2seq (UniLM) and later permutation masks plug in without touching
+the attention layer, which only ever sees an additive bias.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.common import compute_dtype, kernel_init, zeros_init
+
+MASK_KINDS = ("padding", "causal", "prefix")
+
+
+def attention_bias(
+    attention_mask: jax.Array,
+    kind: str = "padding",
+    token_type_ids: jax.Array | None = None,
+    dtype: jnp.dtype = jnp.float32,
+) -> jax.Array:
+    """An additive bias [batch, 1, q, k]: 0 where attending is allowed, dtype-min elsewhere.
+
+    - padding: every token sees every non-padding token (BERT).
+    - causal: token i sees tokens j <= i (left-to-right LM).
+    - prefix: tokens of segment 0 see all of segment 0; tokens of segment 1
+      also see segment 1 causally (UniLM seq2seq; needs token_type_ids).
+    """
+    keep = attention_mask[:, None, None, :].astype(bool)
+    length = attention_mask.shape[-1]
+    causal = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+    if kind == "padding":
+        pass
+    elif kind == "causal":
+        keep = keep & causal
+    elif kind == "prefix":
+        if token_type_ids is None:
+            raise ValueError("the 'prefix' mask needs token_type_ids marking the source segment with 0")
+        is_source_key = (token_type_ids == 0)[:, None, None, :]
+        keep = keep & (is_source_key | causal)
+    else:
+        raise ValueError(f"unknown attention mask kind {kind!r}; use one of {MASK_KINDS}")
+    return jnp.where(keep, 0.0, jnp.finfo(dtype).min).astype(dtype)
+
+
+class SelfAttention(nn.Module):
+    """Scaled dot-product attention over `num_heads` heads with an additive bias."""
+
+    config: object
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype = compute_dtype(cfg)
+        head_dim = cfg.hidden_size // cfg.num_heads
+        projection = lambda name: nn.DenseGeneral(  # noqa: E731
+            (cfg.num_heads, head_dim),
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            kernel_init=kernel_init(cfg, ("embed", "heads", "kv")),
+            bias_init=zeros_init(("heads", "kv")),
+            name=name,
+        )
+        q, k, v = projection("query")(x), projection("key")(x), projection("value")(x)
+        q = q / jnp.sqrt(head_dim).astype(dtype)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias.astype(dtype)
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(dtype)
+        probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=self.deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        return nn.DenseGeneral(
+            cfg.hidden_size,
+            axis=(-2, -1),
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            kernel_init=kernel_init(cfg, ("heads", "kv", "embed")),
+            bias_init=zeros_init(("embed",)),
+            name="output",
+        )(context)

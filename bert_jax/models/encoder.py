@@ -1,0 +1,95 @@
+"""The post-LN transformer layer of BERT and the layer stack.
+
+The stack is one `nn.scan` over `TransformerLayer`: per-layer parameters get a
+leading `layers` axis (BERT), ALBERT's shared parameters are broadcast to
+every step. `scan_layers=False` unrolls the same layer in a Python loop
+(parameters `layers_0`, `layers_1`, ... or one shared `layers`), which
+`stack_layer_params` / `unstack_layer_params` convert to and from.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.attention import SelfAttention
+from bert_jax.models.common import activation, dense, layer_norm
+
+LAYERS = "layers"
+
+
+class TransformerLayer(nn.Module):
+    """Attention -> dropout -> add & LayerNorm -> FFN -> dropout -> add & LayerNorm."""
+
+    config: object
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array) -> tuple[jax.Array, None]:
+        cfg = self.config
+        dropout = nn.Dropout(cfg.hidden_dropout_rate)
+        attended = SelfAttention(cfg, self.deterministic, name="attention")(x, bias)
+        x = layer_norm(cfg, "attention_layer_norm")(x + dropout(attended, deterministic=self.deterministic))
+        h = activation(cfg.activation)(dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x))
+        h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
+        x = layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=self.deterministic))
+        return x, None
+
+
+def _remat_policy(name: str):
+    policies = {
+        "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+        "dots_saveable": jax.checkpoint_policies.dots_saveable,
+        "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }
+    if name not in policies:
+        raise ValueError(f"unknown remat_policy {name!r}; use 'none' or one of {sorted(policies)}")
+    return policies[name]
+
+
+class Encoder(nn.Module):
+    """`num_layers` transformer layers, scanned or unrolled, shared or not."""
+
+    config: object
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+        cfg = self.config
+        layer_cls = TransformerLayer
+        if cfg.remat_policy != "none":
+            layer_cls = nn.remat(layer_cls, policy=_remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            shared = cfg.share_layers
+            stack = nn.scan(
+                layer_cls,
+                variable_axes={} if shared else {"params": 0},
+                variable_broadcast="params" if shared else False,
+                split_rngs={"params": not shared, "dropout": True},
+                in_axes=nn.broadcast,
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: LAYERS},
+            )
+            x, _ = stack(cfg, self.deterministic, name=LAYERS)(x, bias)
+            return x
+        if cfg.share_layers:
+            layer = layer_cls(cfg, self.deterministic, name=LAYERS)
+            for _ in range(cfg.num_layers):
+                x, _ = layer(x, bias)
+            return x
+        for i in range(cfg.num_layers):
+            x, _ = layer_cls(cfg, self.deterministic, name=f"{LAYERS}_{i}")(x, bias)
+        return x
+
+
+def unstack_layer_params(encoder_params: dict, num_layers: int) -> dict:
+    """Scanned per-layer params (leading layer axis) -> `layers_0` ... `layers_{L-1}`."""
+    stacked = encoder_params[LAYERS]
+    return {f"{LAYERS}_{i}": jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num_layers)}
+
+
+def stack_layer_params(encoder_params: dict, num_layers: int) -> dict:
+    """`layers_0` ... `layers_{L-1}` -> one tree with a leading layer axis, as nn.scan wants."""
+    layers = [encoder_params[f"{LAYERS}_{i}"] for i in range(num_layers)]
+    return {LAYERS: jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}

@@ -1,0 +1,187 @@
+"""`load_pretrained` / `save_pretrained`: one entry point for every checkpoint kind.
+
+Two layouts are read: a Hugging Face directory (`config.json` + weights, also
+sentence-transformers folders whose weights sit at the root) and bert_jax's
+own export (`bert_jax_config.json` + `params.safetensors`). Nothing is
+unpickled. Writing goes to a temporary directory renamed into place, so an
+interrupted save never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from bert_jax.config import apply_overrides
+from bert_jax.config_base import base_config
+from bert_jax.convert.hf import hf_to_params, params_to_hf
+from bert_jax.convert.hf_config import family_of, hf_config_from_model, model_config_from_hf
+from bert_jax.convert.name_maps import FAMILIES
+from bert_jax.convert.weights_io import read_hf_weights, read_safetensors, write_safetensors
+from bert_jax.errors import CheckpointError
+from bert_jax.models import BertModel, build_model
+
+HF_CONFIG = "config.json"
+NATIVE_CONFIG = "bert_jax_config.json"
+NATIVE_PARAMS = "params.safetensors"
+
+
+def is_hf_checkpoint(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, HF_CONFIG)) and not os.path.isfile(os.path.join(path, NATIVE_CONFIG))
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({e})") from e
+
+
+def _load_hf(path: str) -> tuple[ml_collections.ConfigDict, dict]:
+    config_path = os.path.join(path, HF_CONFIG)
+    hf_config = _read_json(config_path)
+    family, _ = family_of(hf_config, config_path)  # fails on an unsupported architecture before reading weights
+    tensors, source = read_hf_weights(path)
+    pooler = next(r.hf_name for r in family.rules(_all_parts(hf_config, config_path)) if r.part == "pooler")
+    has_pooler = any(name in tensors for name in (pooler, family.base_prefix + pooler))
+    model_cfg = model_config_from_hf(hf_config, config_path, has_pooler)
+    return model_cfg, hf_to_params(tensors, family, model_cfg, source)
+
+
+def _all_parts(hf_config: dict, source: str) -> ml_collections.ConfigDict:
+    cfg = model_config_from_hf(hf_config, source, has_pooler=True)
+    cfg.use_pooler = True
+    return cfg
+
+
+def _load_native(path: str) -> tuple[ml_collections.ConfigDict, dict, ml_collections.ConfigDict]:
+    config = ml_collections.ConfigDict(_read_json(os.path.join(path, NATIVE_CONFIG)))
+    params_path = os.path.join(path, NATIVE_PARAMS)
+    if not os.path.isfile(params_path):
+        raise CheckpointError(f"{path}: has {NATIVE_CONFIG} but no {NATIVE_PARAMS}")
+    flat = read_safetensors(params_path)
+    params = unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+    _check_shapes(build_model(config), params, params_path)
+    return config.model, params, config
+
+
+def _check_shapes(model: BertModel, params: dict, source: str) -> None:
+    from bert_jax.models import param_shapes
+
+    want = {"/".join(k): tuple(v.shape) for k, v in flatten_dict(param_shapes(model)).items()}
+    have = {"/".join(k): tuple(np.shape(v)) for k, v in flatten_dict(params).items()}
+    missing = sorted(set(want) - set(have))
+    if missing:
+        raise CheckpointError(f"{source}: missing tensor(s) {', '.join(missing[:8])} ({len(missing)} in all)")
+    wrong = [f"{k}: file has {have[k]}, model needs {want[k]}" for k in sorted(want) if have[k] != want[k]]
+    if wrong:
+        raise CheckpointError(f"{source}: tensor(s) of the wrong shape: " + "; ".join(wrong[:8]))
+
+
+def load_pretrained(
+    path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+) -> tuple[BertModel, dict, ml_collections.ConfigDict]:
+    """Loads a checkpoint directory: returns (flax module, params, full config).
+
+    `overrides` sets config fields that do not change the weights, e.g.
+    `{"model.dtype": "bfloat16", "model.scan_layers": False}`.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if os.path.isfile(os.path.join(path, NATIVE_CONFIG)):
+        model_cfg, params, config = _load_native(path)
+    elif os.path.isfile(os.path.join(path, HF_CONFIG)):
+        model_cfg, params = _load_hf(path)
+        config = base_config(model_cfg)
+    else:
+        raise CheckpointError(
+            f"{path}: not a checkpoint directory (no {HF_CONFIG} of a Hugging Face checkpoint, "
+            f"no {NATIVE_CONFIG} of a bert_jax export)"
+        )
+    layout_before = (config.model.scan_layers, config.model.share_layers)
+    if overrides:
+        apply_overrides(config, overrides)
+    if (config.model.scan_layers, config.model.share_layers) != layout_before:
+        params = relayout_params(params, config.model, *layout_before)
+    params = jax.tree.map(jnp.asarray, params)
+    return build_model(config), params, config
+
+
+def relayout_params(params: dict, cfg, was_scanned: bool, was_shared: bool) -> dict:
+    """Converts params between the scanned and the unrolled stack (same weights)."""
+    from bert_jax.models.encoder import stack_layer_params, unstack_layer_params
+
+    if was_shared != cfg.share_layers:
+        raise CheckpointError("model.share_layers cannot be overridden when loading: it changes the weights")
+    if was_shared or was_scanned == cfg.scan_layers:
+        return params
+    convert = unstack_layer_params if was_scanned else stack_layer_params
+    return dict(params, encoder=convert(params["encoder"], cfg.num_layers))
+
+
+def _write_directory(path: str, write) -> None:
+    """Runs `write(tmpdir)` then swaps the result in for `path`, keeping the old one until then."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
+    try:
+        if os.path.isdir(path):  # keep unrelated files (tokenizer, README) of an existing folder
+            for name in os.listdir(path):
+                if name not in (HF_CONFIG, NATIVE_CONFIG, NATIVE_PARAMS, "model.safetensors"):
+                    src = os.path.join(path, name)
+                    (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+        write(tmp)
+        old = None
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.old-")
+            os.rmdir(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_pretrained(
+    path: str | os.PathLike, params: dict, config: ml_collections.ConfigDict, format: str = "hf"
+) -> None:
+    """Writes params in Hugging Face layout (`format='hf'`, default) or bert_jax's (`'bert_jax'`)."""
+    path = os.fspath(path)
+    model_cfg = config.model if "model" in config else config
+    params = jax.tree.map(lambda a: np.asarray(jax.device_get(a), dtype=np.float32), params)
+    if format == "hf":
+        hf_config = hf_config_from_model(model_cfg)
+        tensors = params_to_hf(params, FAMILIES[model_cfg.family], model_cfg)
+
+        def write(tmp):
+            with open(os.path.join(tmp, HF_CONFIG), "w") as f:
+                json.dump(hf_config, f, indent=2)
+            write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt"})
+
+    elif format == "bert_jax":
+        full = config if "model" in config else base_config(config)
+
+        def write(tmp):
+            with open(os.path.join(tmp, NATIVE_CONFIG), "w") as f:
+                f.write(full.to_json_best_effort(indent=2))
+            flat = {"/".join(k): v for k, v in flatten_dict(params).items()}
+            write_safetensors(os.path.join(tmp, NATIVE_PARAMS), flat)
+
+    else:
+        raise ValueError(f"unknown format {format!r}; use 'hf' or 'bert_jax'")
+    _write_directory(path, write)

