@@ -66,3 +66,45 @@ def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections
     c.checkpoint_every = 1000
     c.update(overrides)
     return c
+
+
+def bert_config(**sizes) -> ml_collections.ConfigDict:
+    """BERT (Devlin et al. 2019): WordPiece vocab 30522, MLM + NSP, Adam 1e-4, batch 256."""
+    return base_config(
+        model_config(family="bert", **sizes),
+        max_seq_length=512,
+        batch_size=256,
+        total_steps=1_000_000,
+        warmup_steps=10_000,
+        learning_rate=1e-4,
+        optimizer="adamw",
+        weight_decay=0.01,
+    )
+
+
+def albert_config(**sizes) -> ml_collections.ConfigDict:
+    """ALBERT (Lan et al. 2020): E=128, shared layers, SOP, LAMB 0.00176, batch 4096, seq 512.
+
+    Follows the released v2 checkpoints where they differ from the paper:
+    gelu_new (tanh) activation and no dropout.
+    """
+    return base_config(
+        model_config(
+            family="albert",
+            vocab_size=30000,
+            embedding_size=128,
+            share_layers=True,
+            activation="gelu_tanh",
+            hidden_dropout_rate=0.0,
+            attention_dropout_rate=0.0,
+            classifier_dropout_rate=0.1,
+            **sizes,
+        ),
+        max_seq_length=512,
+        batch_size=4096,
+        total_steps=125_000,
+        warmup_steps=3_125,
+        learning_rate=0.00176,
+        optimizer="lamb",
+        weight_decay=0.01,
+    )

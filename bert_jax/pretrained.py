@@ -51,18 +51,11 @@ def _read_json(path: str) -> dict:
 def _load_hf(path: str) -> tuple[ml_collections.ConfigDict, dict]:
     config_path = os.path.join(path, HF_CONFIG)
     hf_config = _read_json(config_path)
-    family, _ = family_of(hf_config, config_path)  # fails on an unsupported architecture before reading weights
+    family_of(hf_config, config_path, set())  # fails on an unsupported architecture before reading weights
     tensors, source = read_hf_weights(path)
-    pooler = next(r.hf_name for r in family.rules(_all_parts(hf_config, config_path)) if r.part == "pooler")
-    has_pooler = any(name in tensors for name in (pooler, family.base_prefix + pooler))
-    model_cfg = model_config_from_hf(hf_config, config_path, has_pooler)
+    model_cfg = model_config_from_hf(hf_config, config_path, set(tensors))
+    family, _ = family_of(hf_config, config_path, set(tensors))
     return model_cfg, hf_to_params(tensors, family, model_cfg, source)
-
-
-def _all_parts(hf_config: dict, source: str) -> ml_collections.ConfigDict:
-    cfg = model_config_from_hf(hf_config, source, has_pooler=True)
-    cfg.use_pooler = True
-    return cfg
 
 
 def _load_native(path: str) -> tuple[ml_collections.ConfigDict, dict, ml_collections.ConfigDict]:

@@ -37,8 +37,18 @@ def supported_architectures() -> list[str]:
     return sorted(a for family in FAMILIES.values() for a in family.architectures.values())
 
 
-def family_of(hf_config: dict, source: str) -> tuple[FamilyMap, str]:
-    """The family map and architecture name of a config.json, or a clear error."""
+def _architecture_from_tensors(family: FamilyMap, tensor_names: set[str]) -> str:
+    """For a config.json without `architectures`: the heads whose tensors the file holds."""
+    heads = {r.part: r.hf_name for r in family.rules(model_config(family=family.model_type))}
+    mlm = heads["mlm_head"] in tensor_names
+    return family.architectures[(mlm, mlm and heads["pair_head"] in tensor_names)]
+
+
+def family_of(hf_config: dict, source: str, tensor_names: set[str] | None = None) -> tuple[FamilyMap, str]:
+    """The family map and architecture name of a config.json, or a clear error.
+
+    Without `architectures` in the config, the heads are read off the tensor names.
+    """
     architectures = hf_config.get("architectures") or []
     model_type = hf_config.get("model_type")
     family = FAMILIES.get(model_type)
@@ -48,7 +58,7 @@ def family_of(hf_config: dict, source: str) -> tuple[FamilyMap, str]:
             f"supported architectures: {', '.join(supported_architectures())}"
         )
     if not architectures:
-        return family, family.architectures[(False, False)]
+        return family, _architecture_from_tensors(family, tensor_names or set())
     known = set(family.architectures.values())
     if architectures[0] not in known:
         raise CheckpointError(
@@ -58,9 +68,9 @@ def family_of(hf_config: dict, source: str) -> tuple[FamilyMap, str]:
     return family, architectures[0]
 
 
-def model_config_from_hf(hf_config: dict, source: str, has_pooler: bool) -> ml_collections.ConfigDict:
-    """`config.model` for a Hugging Face config; `has_pooler` says whether pooler tensors exist."""
-    family, architecture = family_of(hf_config, source)
+def model_config_from_hf(hf_config: dict, source: str, tensor_names: set[str]) -> ml_collections.ConfigDict:
+    """`config.model` for a Hugging Face config and the names of the tensors its file holds."""
+    family, architecture = family_of(hf_config, source, tensor_names)
     heads = {arch: key for key, arch in family.architectures.items()}[architecture]
     cfg = model_config(family=family.model_type)
     for hf_key, key in FIELDS:
@@ -84,6 +94,8 @@ def model_config_from_hf(hf_config: dict, source: str, has_pooler: bool) -> ml_c
         cfg.share_layers = groups == 1
         cfg.classifier_dropout_rate = float(hf_config.get("classifier_dropout_prob", 0.1))
     cfg.mlm_head, cfg.pair_head = heads
+    pooler = next(r.hf_name for r in family.rules(cfg) if r.part == "pooler")
+    has_pooler = bool({pooler, family.base_prefix + pooler} & tensor_names)
     cfg.use_pooler = has_pooler if heads == (False, False) else heads[1]
     return cfg
 

