@@ -108,6 +108,4 @@ def params_to_hf(params: dict, family: FamilyMap, cfg: ml_collections.ConfigDict
             name = rule.hf_name.format(i=family.layer_index(i, cfg))
             piece = value[i] if rule.part == "layer" and not cfg.share_layers else value
             out[name if family.is_head(rule) else prefix + name] = np.ascontiguousarray(rule.to_hf(piece, cfg))
-    if cfg.mlm_head:
-        out[family.tied_decoder] = out[prefix + "embeddings.word_embeddings.weight"].copy()
-    return out
+    return out  # the decoder is tied to the word table; transformers re-ties it on load, as it saves

@@ -1,0 +1,200 @@
+"""Shared helpers of the benchmark scripts: timing, matmul peaks, BERT FLOP counts, markdown tables.
+
+The scripts in this folder import this module as `common` (Python puts the
+running script's folder first on `sys.path`), so run them as
+`python bench/<script>.py` from the repository root.
+
+Why these helpers exist:
+
+- CPU timings on a small shared VM are noisy (other tenants, frequency
+  changes), so every measurement reports the best and the median of several
+  repeats after a warm-up, and comparisons interleave their candidates round by
+  round so that a slow period hits all of them alike.
+- MFU needs a denominator that this machine can actually reach, so the peak is
+  measured (a large jitted matmul) instead of taken from a spec sheet.
+- FLOPs are counted analytically from the shapes (matmuls only), the
+  convention of the BERT/Megatron papers, so the numbers do not depend on how
+  a framework fuses or rewrites the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+MATMUL_SIZE = 2048  # square matmul for the peak: big enough to saturate two cores, small enough to be quick
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Wall times of the timed repeats of one callable, in seconds."""
+
+    times: tuple[float, ...]
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def block(out: Any) -> Any:
+    """Waits for every JAX array in `out`; other leaves (torch tensors, numbers) are already computed."""
+    for leaf in jax.tree.leaves(out):
+        if hasattr(leaf, "block_until_ready"):
+            leaf.block_until_ready()
+    return out
+
+
+def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, min_warmup_s: float = 0.0) -> Timing:
+    """Times `fn()` (outputs blocked on) `repeats` times after `warmup` calls.
+
+    Warm-up keeps going until `min_warmup_s` seconds have passed as well: on
+    this VM the first second of a busy loop often runs at half speed.
+    """
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < min_warmup_s:
+        block(fn())
+        done += 1
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        block(fn())
+        times.append(time.perf_counter() - t0)
+    return Timing(tuple(times))
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats: int = 5) -> dict[str, Timing]:
+    """Times several callables round-robin: round r runs each once, so drift of the machine hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            block(fn())
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            block(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: Timing(tuple(ts)) for name, ts in times.items()}
+
+
+def jax_matmul_gflops(
+    dtype: jnp.dtype | str = "float32",
+    m: int = MATMUL_SIZE,
+    k: int = MATMUL_SIZE,
+    n: int = MATMUL_SIZE,
+    preferred_element_type: jnp.dtype | str | None = None,
+    repeats: int = 10,
+) -> float:
+    """Best GFLOP/s of a jitted [m,k] @ [k,n] matmul in `dtype` on the default JAX device.
+
+    `preferred_element_type` sets the dot's output dtype (e.g. bfloat16 inputs
+    with a float32 result), which on XLA:CPU decides whether the bf16 kernel
+    is used at all (see xla_cpu_bf16.py).
+    """
+    a = jnp.ones((m, k), dtype)
+    b = jnp.ones((k, n), dtype)
+    matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=preferred_element_type))
+    timing = time_fn(lambda: matmul(a, b), warmup=2, repeats=repeats, min_warmup_s=1.0)
+    return 2 * m * k * n / timing.best / 1e9
+
+
+def torch_matmul_gflops(dtype: str = "float32", m: int = MATMUL_SIZE, k: int = MATMUL_SIZE, n: int = MATMUL_SIZE,
+                        repeats: int = 10) -> float:
+    """Best GFLOP/s of a PyTorch [m,k] @ [k,n] matmul in `dtype` (oneDNN/MKL) with the current thread count."""
+    import torch
+
+    a = torch.ones((m, k), dtype=getattr(torch, dtype))
+    b = torch.ones((k, n), dtype=getattr(torch, dtype))
+    timing = time_fn(lambda: a @ b, warmup=2, repeats=repeats, min_warmup_s=1.0)
+    return 2 * m * k * n / timing.best / 1e9
+
+
+def bert_forward_flops(
+    batch: int,
+    seq: int,
+    layers: int,
+    hidden: int,
+    intermediate: int,
+    pooler: bool = True,
+    vocab_size: int | None = None,
+) -> float:
+    """Matmul FLOPs of one BERT forward pass (multiply-add = 2 FLOPs).
+
+    Per token and layer: Q, K, V and output projections (4*H*H weights), the
+    FFN (2*H*I weights), each weight used by one multiply-add, plus attention
+    scores QK^T and the probability-weighted sum PV (2*S*H multiply-adds
+    together). The pooler adds H*H per sequence; `vocab_size` adds the MLM
+    head (H*H transform plus the H*V decoder) per token. Embedding lookups,
+    LayerNorm, softmax and GELU are not counted.
+    """
+    weights_per_layer = 4 * hidden * hidden + 2 * hidden * intermediate
+    attention_per_layer = 2 * seq * hidden
+    tokens = batch * seq
+    flops = 2 * tokens * layers * (weights_per_layer + attention_per_layer)
+    if pooler:
+        flops += 2 * batch * hidden * hidden
+    if vocab_size:
+        flops += 2 * tokens * (hidden * hidden + hidden * vocab_size)
+    return float(flops)
+
+
+def bert_train_step_flops(*args: Any, **kwargs: Any) -> float:
+    """Forward + backward FLOPs: backward costs twice the forward (gradients w.r.t. inputs and weights)."""
+    return 3 * bert_forward_flops(*args, **kwargs)
+
+
+def cpu_description() -> str:
+    """The CPU model and core count, e.g. 'AMD EPYC, 2 cores, avx512_bf16'."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX-512'}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats get 3 significant digits, without exponent notation."""
+
+    def fmt(value: Any) -> str:
+        if not isinstance(value, float):
+            return str(value)
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        return f"{value:.3g}" if abs(value) >= 1 else f"{value:.2g}"
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """Prints `markdown_table` (with an optional bold title line) so the output pastes into RESULTS.md."""
+    if title:
+        print(f"\n**{title}**\n")
+    print(markdown_table(headers, rows), flush=True)
+
+
+def load_average() -> str:
+    """The 1-minute load average, printed before and after a run: above ~0.5 on this 2-core VM, another
+    process was competing for the cores and the numbers are pessimistic."""
+    return f"load average (1 min): {os.getloadavg()[0]:.2f}"

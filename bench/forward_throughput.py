@@ -1,0 +1,190 @@
+"""Forward throughput of bert_jax against Hugging Face BertModel in PyTorch, same process, same run.
+
+Compares the encoder without MLM/NSP heads (embeddings + layers + pooler, what
+`transformers.BertModel` is) at BERT-base shapes by default:
+
+- bert_jax jitted, float32 and bfloat16 compute (`model.dtype`), scanned layers;
+  plus float32 with `scan_layers=False`, to show what the scan costs at run time;
+- PyTorch eager float32 under `torch.no_grad()`, bfloat16 autocast, and the
+  model cast to bfloat16 (often the fastest PyTorch CPU setting, so the
+  comparison is against the best PyTorch can do, not a straw man).
+
+Both frameworks get the same weights (bert_jax's params written with
+`save_pretrained` and loaded by `from_pretrained`), and the float32 outputs are
+compared once, so the rows time the same computation. The candidates run
+round-robin (see `common.time_interleaved`) to share the machine's noise.
+
+Run `python bench/forward_throughput.py --layers 2 --hidden 128 --batch 4 --repeats 2`
+for a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import transformers
+from common import (
+    bert_forward_flops,
+    cpu_description,
+    load_average,
+    jax_matmul_gflops,
+    print_table,
+    time_interleaved,
+    torch_matmul_gflops,
+)
+
+import bert_jax
+from bert_jax.config_base import base_config, model_config
+from bert_jax.models import build_model, init_params
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=None, help="default: hidden // 64")
+    parser.add_argument("--intermediate", type=int, default=None, help="default: 4 * hidden")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per setting (best and median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per setting (the first one compiles)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
+    return parser.parse_args()
+
+
+def make_batch(batch: int, seq: int, vocab_size: int) -> dict[str, np.ndarray]:
+    """Full-length sentence pairs (no padding): random ids, segment 1 in the second half."""
+    rng = np.random.default_rng(0)
+    types = np.zeros((batch, seq), np.int32)
+    types[:, seq // 2 :] = 1
+    return {
+        "input_ids": rng.integers(1, vocab_size, (batch, seq), dtype=np.int32),
+        "attention_mask": np.ones((batch, seq), np.int32),
+        "token_type_ids": types,
+    }
+
+
+def jax_forward(model: Any, params: dict, batch: dict[str, np.ndarray]) -> Callable[[], Any]:
+    """A zero-argument jitted forward on device-resident inputs; returns the hidden states and pooled output."""
+    apply = jax.jit(
+        lambda p, ids, mask, types: model.apply({"params": p}, ids, attention_mask=mask, token_type_ids=types)
+    )
+    inputs = {k: jnp.asarray(v) for k, v in batch.items()}
+
+    def run():
+        out = apply(params, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+        return out.last_hidden_state, out.pooled_output
+
+    return run
+
+
+def torch_forward(
+    model: torch.nn.Module, batch: dict[str, np.ndarray], autocast: bool = False
+) -> Callable[[], torch.Tensor]:
+    """A zero-argument eager forward under no_grad (and bfloat16 autocast if asked)."""
+    inputs = {k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()}
+
+    def run():
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with torch.no_grad(), amp:
+            return model(**inputs).last_hidden_state
+
+    return run
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
+    heads = args.heads or max(1, args.hidden // 64)
+    intermediate = args.intermediate or 4 * args.hidden
+    sizes = dict(
+        num_layers=args.layers, hidden_size=args.hidden, embedding_size=args.hidden, num_heads=heads,
+        intermediate_size=intermediate,
+    )
+    print(f"machine: {cpu_description()}; jax {jax.__version__} on {jax.devices()[0].platform}, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, transformers {transformers.__version__}")
+    print(f"shapes: batch {args.batch}, seq {args.seq}, {sizes}; {load_average()}", flush=True)
+
+    peaks = {
+        "JAX float32": jax_matmul_gflops("float32"),
+        "JAX bfloat16 (bf16 result)": jax_matmul_gflops("bfloat16"),
+        "JAX bfloat16 (f32 result)": jax_matmul_gflops("bfloat16", preferred_element_type="float32"),
+        "torch float32": torch_matmul_gflops("float32"),
+        "torch bfloat16": torch_matmul_gflops("bfloat16"),
+    }
+    print_table(["matmul 2048^3", "GFLOP/s (best)"], list(peaks.items()), title="Measured matmul peaks")
+    jax_bf16_peak = max(peaks["JAX bfloat16 (bf16 result)"], peaks["JAX bfloat16 (f32 result)"])
+
+    common_cfg = dict(sizes, mlm_head=False, pair_head=False)
+    cfg32 = model_config(**common_cfg)
+    model32 = build_model(cfg32)
+    params = init_params(model32, jax.random.key(0))
+    model_bf16 = build_model(model_config(**common_cfg, dtype="bfloat16"))  # same param tree, float32 weights
+    model_unrolled = build_model(model_config(**common_cfg, scan_layers=False))
+    params_unrolled = init_params(model_unrolled, jax.random.key(0))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bert_jax.save_pretrained(tmp, params, base_config(cfg32))
+        torch_model = transformers.BertModel.from_pretrained(tmp).eval()
+    torch_bf16_model = copy.deepcopy(torch_model).to(torch.bfloat16).eval()  # weights and activations bf16
+
+    batch = make_batch(args.batch, args.seq, cfg32.vocab_size)
+    candidates = {
+        "bert_jax float32": (jax_forward(model32, params, batch), peaks["JAX float32"]),
+        "bert_jax bfloat16": (jax_forward(model_bf16, params, batch), jax_bf16_peak),
+        "bert_jax float32, scan_layers=False": (
+            jax_forward(model_unrolled, params_unrolled, batch),
+            peaks["JAX float32"],
+        ),
+        "torch float32 eager": (torch_forward(torch_model, batch), peaks["torch float32"]),
+        "torch bfloat16 autocast": (torch_forward(torch_model, batch, autocast=True), peaks["torch bfloat16"]),
+        "torch bfloat16 weights": (torch_forward(torch_bf16_model, batch), peaks["torch bfloat16"]),
+    }
+
+    jax_out = np.asarray(candidates["bert_jax float32"][0]()[0])
+    torch_out = candidates["torch float32 eager"][0]().numpy()
+    print(f"\nparity: max |bert_jax f32 - torch f32| of last_hidden_state = {np.abs(jax_out - torch_out).max():.2e}")
+
+    timings = time_interleaved({name: fn for name, (fn, _) in candidates.items()}, args.warmup, args.repeats)
+    flops = bert_forward_flops(args.batch, args.seq, args.layers, args.hidden, intermediate)
+    rows = []
+    for name, (_, own_peak) in candidates.items():
+        t = timings[name]
+        gflops = flops / t.best / 1e9
+        rows.append([
+            name,
+            args.batch / t.best,
+            args.batch / t.median,
+            1e3 * t.best,
+            gflops,
+            f"{100 * gflops / peaks['JAX float32']:.0f}%",
+            f"{100 * gflops / own_peak:.0f}%",
+        ])
+    print_table(
+        ["setting", "seq/s (best)", "seq/s (median)", "ms/batch (best)", "GFLOP/s", "MFU vs JAX f32 peak",
+         "MFU vs own-dtype peak"],
+        rows,
+        title=f"Forward, batch {args.batch} x seq {args.seq}, {flops / 1e9:.4g} GFLOP per batch, {args.repeats} repeats",
+    )
+    best_torch = min((n for n in timings if n.startswith("torch")), key=lambda n: timings[n].best)
+    print(f"\nbest PyTorch setting: {best_torch}")
+    for name in (n for n in timings if n.startswith("bert_jax")):
+        ratio, ratio_median = (timings[best_torch].best / timings[name].best,
+                               timings[best_torch].median / timings[name].median)
+        print(f"{name} / {best_torch}: {ratio:.2f}x (best), {ratio_median:.2f}x (median)")
+    print(f"\nafter the run: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Module behaviour: shapes, the scanned vs unrolled stack, masks, dropout, remat, bfloat16."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert_jax.config_base import model_config
+from bert_jax.models import build_model, init_params
+from bert_jax.models.attention import attention_bias
+from bert_jax.models.encoder import stack_layer_params, unstack_layer_params
+
+
+def tiny(**kw):
+    sizes = dict(vocab_size=50, hidden_size=32, num_layers=3, num_heads=4, intermediate_size=64, embedding_size=32)
+    return model_config(**{**sizes, **kw})
+
+
+def batch(length: int = 9):
+    ids = jax.random.randint(jax.random.key(1), (2, length), 1, 50)
+    mask = jnp.array([[1] * length, [1] * (length - 3) + [0] * 3])
+    types = jnp.array([[0] * 4 + [1] * (length - 4), [0] * length])
+    return dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+def test_output_shapes_and_heads():
+    cfg = tiny(embedding_size=16)
+    model = build_model(cfg)
+    params = init_params(model, jax.random.key(0))
+    out = model.apply({"params": params}, **batch())
+    assert out.last_hidden_state.shape == (2, 9, 32)
+    assert out.pooled_output.shape == (2, 32)
+    assert out.mlm_logits.shape == (2, 9, 50)
+    assert out.seq_relationship_logits.shape == (2, 2)
+    assert params["embeddings"]["projection"]["kernel"].shape == (16, 32)
+    assert params["encoder"]["layers"]["attention"]["query"]["kernel"].shape == (3, 32, 4, 8)
+    assert "decoder" not in params["mlm_head"], "the decoder is tied to the word table"
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_scanned_and_unrolled_stacks_agree(shared):
+    scanned = build_model(tiny(share_layers=shared))
+    unrolled = build_model(tiny(share_layers=shared, scan_layers=False))
+    params = init_params(scanned, jax.random.key(0))
+    unrolled_params = dict(params)
+    if not shared:
+        unrolled_params["encoder"] = unstack_layer_params(params["encoder"], 3)
+        assert set(unrolled_params["encoder"]) == {"layers_0", "layers_1", "layers_2"}
+        restacked = stack_layer_params(unrolled_params["encoder"], 3)
+        assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), restacked, params["encoder"]))
+    # the unrolled module initialises to the same tree structure it applies with
+    assert jax.tree.structure(init_params(unrolled, jax.random.key(0))) == jax.tree.structure(unrolled_params)
+    a = scanned.apply({"params": params}, **batch())
+    b = unrolled.apply({"params": unrolled_params}, **batch())
+    np.testing.assert_allclose(a.mlm_logits, b.mlm_logits, atol=1e-5)
+
+
+def test_shared_layers_have_no_layer_axis():
+    params = init_params(build_model(tiny(share_layers=True)), jax.random.key(0))
+    assert params["encoder"]["layers"]["intermediate"]["kernel"].shape == (32, 64)
+
+
+def test_padding_does_not_change_real_tokens():
+    model = build_model(tiny())
+    params = init_params(model, jax.random.key(0))
+    b = batch()
+    short = {k: v[1:, :6] for k, v in b.items()}
+    out_padded = model.apply({"params": params}, **{k: v[1:] for k, v in b.items()})
+    out_short = model.apply({"params": params}, **short)
+    np.testing.assert_allclose(out_padded.last_hidden_state[:, :6], out_short.last_hidden_state, atol=1e-5)
+
+
+def test_mask_kinds():
+    mask = jnp.array([[1, 1, 1, 0]])
+    keep = lambda kind, **kw: np.broadcast_to(np.asarray(attention_bias(mask, kind, **kw)[0, 0] == 0), (4, 4))
+    assert keep("padding").tolist() == [[True, True, True, False]] * 4
+    assert keep("causal")[1].tolist() == [True, True, False, False]
+    prefix = keep("prefix", token_type_ids=jnp.array([[0, 0, 1, 1]]))
+    assert prefix[0].tolist() == [True, True, False, False]  # source sees only the source
+    assert prefix[2].tolist() == [True, True, True, False]  # target sees source + itself causally, no padding
+    with pytest.raises(ValueError, match="unknown attention mask kind"):
+        attention_bias(mask, "diagonal")
+
+
+def test_causal_mask_ignores_the_future():
+    model = build_model(tiny())
+    params = init_params(model, jax.random.key(0))
+    b = batch()
+    changed = dict(b, input_ids=b["input_ids"].at[:, -1].set(7))
+    run = lambda x: model.apply({"params": params}, **x, mask_kind="causal").last_hidden_state
+    np.testing.assert_allclose(run(b)[:, :-1], run(changed)[:, :-1], atol=1e-5)
+
+
+def test_dropout_is_random_only_when_asked():
+    model = build_model(tiny())
+    params = init_params(model, jax.random.key(0))
+    det = model.apply({"params": params}, **batch()).last_hidden_state
+    assert np.allclose(det, model.apply({"params": params}, **batch()).last_hidden_state)
+    drop = lambda seed: model.apply(
+        {"params": params}, **batch(), deterministic=False, rngs={"dropout": jax.random.key(seed)}
+    ).last_hidden_state
+    assert not np.allclose(drop(0), det)
+    assert not np.allclose(drop(0), drop(1))
+
+
+@pytest.mark.parametrize("policy", ["nothing_saveable", "dots_saveable"])
+def test_remat_gives_the_same_gradients(policy):
+    plain, remat = build_model(tiny()), build_model(tiny(remat_policy=policy))
+    params = init_params(plain, jax.random.key(0))
+    loss = lambda m: lambda p: jnp.sum(m.apply({"params": p}, **batch()).mlm_logits ** 2)
+    g1, g2 = jax.grad(loss(plain))(params), jax.grad(loss(remat))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g1, g2)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    model = build_model(tiny(dtype="bfloat16"))
+    params = init_params(model, jax.random.key(0))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+    out = model.apply({"params": params}, **batch())
+    assert out.last_hidden_state.dtype == jnp.bfloat16
+    ref = build_model(tiny()).apply({"params": params}, **batch())
+    assert np.max(np.abs(np.asarray(out.last_hidden_state, np.float32) - ref.last_hidden_state)) < 0.1
+
+
+def test_logical_axis_names_on_params():
+    variables = build_model(tiny()).init(jax.random.key(0), batch()["input_ids"])
+    names = jax.tree.map(
+        lambda x: x.names, variables["params"], is_leaf=lambda x: hasattr(x, "names")
+    )
+    assert names["encoder"]["layers"]["attention"]["query"]["kernel"] == ("layers", "embed", "heads", "kv")
+    assert names["embeddings"]["word_embeddings"]["embedding"] == ("vocab", "embed")
