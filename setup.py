@@ -1,12 +1,14 @@
 """Installs bert_jax. `pip install -e ".[test]"` adds what the tests and benchmarks need."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="bert_jax",
     version="0.1.0",
     description="Pretrain, fine-tune, compress and convert the BERT family in JAX/Flax",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["bert_jax", "bert_jax.*"]),

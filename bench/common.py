@@ -110,8 +110,9 @@ def jax_matmul_gflops(
     return 2 * m * k * n / timing.best / 1e9
 
 
-def torch_matmul_gflops(dtype: str = "float32", m: int = MATMUL_SIZE, k: int = MATMUL_SIZE, n: int = MATMUL_SIZE,
-                        repeats: int = 10) -> float:
+def torch_matmul_gflops(
+    dtype: str = "float32", m: int = MATMUL_SIZE, k: int = MATMUL_SIZE, n: int = MATMUL_SIZE, repeats: int = 10
+) -> float:
     """Best GFLOP/s of a PyTorch [m,k] @ [k,n] matmul in `dtype` (oneDNN/MKL) with the current thread count."""
     import torch
 

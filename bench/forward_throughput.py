@@ -36,8 +36,8 @@ import transformers
 from common import (
     bert_forward_flops,
     cpu_description,
-    load_average,
     jax_matmul_gflops,
+    load_average,
     print_table,
     time_interleaved,
     torch_matmul_gflops,
@@ -108,12 +108,17 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     heads = args.heads or max(1, args.hidden // 64)
     intermediate = args.intermediate or 4 * args.hidden
-    sizes = dict(
-        num_layers=args.layers, hidden_size=args.hidden, embedding_size=args.hidden, num_heads=heads,
-        intermediate_size=intermediate,
+    sizes = {
+        "num_layers": args.layers,
+        "hidden_size": args.hidden,
+        "embedding_size": args.hidden,
+        "num_heads": heads,
+        "intermediate_size": intermediate,
+    }
+    print(
+        f"machine: {cpu_description()}; jax {jax.__version__} on {jax.devices()[0].platform}, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, transformers {transformers.__version__}"
     )
-    print(f"machine: {cpu_description()}; jax {jax.__version__} on {jax.devices()[0].platform}, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, transformers {transformers.__version__}")
     print(f"shapes: batch {args.batch}, seq {args.seq}, {sizes}; {load_average()}", flush=True)
 
     peaks = {
@@ -126,7 +131,7 @@ def main() -> None:
     print_table(["matmul 2048^3", "GFLOP/s (best)"], list(peaks.items()), title="Measured matmul peaks")
     jax_bf16_peak = max(peaks["JAX bfloat16 (bf16 result)"], peaks["JAX bfloat16 (f32 result)"])
 
-    common_cfg = dict(sizes, mlm_head=False, pair_head=False)
+    common_cfg = {**sizes, "mlm_head": False, "pair_head": False}
     cfg32 = model_config(**common_cfg)
     model32 = build_model(cfg32)
     params = init_params(model32, jax.random.key(0))
@@ -162,26 +167,38 @@ def main() -> None:
     for name, (_, own_peak) in candidates.items():
         t = timings[name]
         gflops = flops / t.best / 1e9
-        rows.append([
-            name,
-            args.batch / t.best,
-            args.batch / t.median,
-            1e3 * t.best,
-            gflops,
-            f"{100 * gflops / peaks['JAX float32']:.0f}%",
-            f"{100 * gflops / own_peak:.0f}%",
-        ])
+        rows.append(
+            [
+                name,
+                args.batch / t.best,
+                args.batch / t.median,
+                1e3 * t.best,
+                gflops,
+                f"{100 * gflops / peaks['JAX float32']:.0f}%",
+                f"{100 * gflops / own_peak:.0f}%",
+            ]
+        )
     print_table(
-        ["setting", "seq/s (best)", "seq/s (median)", "ms/batch (best)", "GFLOP/s", "MFU vs JAX f32 peak",
-         "MFU vs own-dtype peak"],
+        [
+            "setting",
+            "seq/s (best)",
+            "seq/s (median)",
+            "ms/batch (best)",
+            "GFLOP/s",
+            "MFU vs JAX f32 peak",
+            "MFU vs own-dtype peak",
+        ],
         rows,
-        title=f"Forward, batch {args.batch} x seq {args.seq}, {flops / 1e9:.4g} GFLOP per batch, {args.repeats} repeats",
+        title=f"Forward, batch {args.batch} x seq {args.seq}, {flops / 1e9:.4g} GFLOP per batch, "
+        f"{args.repeats} interleaved repeats",
     )
     best_torch = min((n for n in timings if n.startswith("torch")), key=lambda n: timings[n].best)
     print(f"\nbest PyTorch setting: {best_torch}")
     for name in (n for n in timings if n.startswith("bert_jax")):
-        ratio, ratio_median = (timings[best_torch].best / timings[name].best,
-                               timings[best_torch].median / timings[name].median)
+        ratio, ratio_median = (
+            timings[best_torch].best / timings[name].best,
+            timings[best_torch].median / timings[name].median,
+        )
         print(f"{name} / {best_torch}: {ratio:.2f}x (best), {ratio_median:.2f}x (median)")
     print(f"\nafter the run: {load_average()}")
 

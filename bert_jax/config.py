@@ -73,9 +73,7 @@ def apply_overrides(
         for part in parents:
             node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
         if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-            raise ConfigError(
-                f"unknown config field {key!r}; valid fields are: " + ", ".join(valid_fields(config))
-            )
+            raise ConfigError(f"unknown config field {key!r}; valid fields are: " + ", ".join(valid_fields(config)))
         current = node[leaf]
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

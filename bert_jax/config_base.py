@@ -61,10 +61,45 @@ def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections
     c.learning_rate = 1e-4
     c.optimizer = "adamw"  # 'adamw' | 'lamb'
     c.weight_decay = 0.01
+    c.schedule = "linear"  # decay after warmup: 'linear' | 'polynomial'
+    c.schedule_power = 1.0
+    c.max_grad_norm = 1.0  # 0 disables clipping
+    c.grad_accum_steps = 1  # micro-batches per update; batch_size stays the global batch per update
+    c.pair_objective = "nsp"  # 'nsp' (BERT) | 'sop' (ALBERT) | 'none' (RoBERTa-style packed sentences)
+    c.short_seq_prob = 0.1
+    c.masking = ml_collections.ConfigDict()
+    c.masking.scheme = "token"  # 'token' | 'whole_word' | 'ngram' (ALBERT)
+    c.masking.rate = 0.15
+    c.masking.max_predictions = 20
+    c.masking.max_ngram = 3
+    c.masking.dynamic = True  # a fresh mask every time a sequence is seen; False: dupe_factor static copies
+    c.masking.dupe_factor = 10
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "sample"  # 'sample' (made offline by the package) | 'text' | 'tfds'
+    c.data.path = ""  # text: a file, folder or glob; one sentence per line, blank line between documents
+    c.data.line_format = "sentences"  # 'sentences' (BERT format) | 'paragraphs' (one document per line)
+    c.data.eval_path = ""  # held-out text; empty: the last eval_fraction of the documents
+    c.data.eval_fraction = 0.05
+    c.data.tfds_name = ""
+    c.data.tfds_split = "train"
+    c.data.tfds_text_key = "text"
+    c.data.tfds_data_dir = ""
+    c.tokenizer = ml_collections.ConfigDict()
+    c.tokenizer.path = ""  # .model (sentencepiece) or vocab.txt (WordPiece); empty: train one on the corpus
+    c.tokenizer.do_lower_case = True
+    c.tokenizer.vocab_size = 8000  # for a tokenizer trained on first use
+    c.eval_batches = 10
+    c.keep_checkpoints = 3
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: every device not used by the other axes
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
     c.log_every = 100
     c.eval_every = 1000
     c.checkpoint_every = 1000
+    masking = overrides.pop("masking", {})
     c.update(overrides)
+    c.masking.update(masking)
     return c
 
 
@@ -75,10 +110,12 @@ def bert_config(**sizes) -> ml_collections.ConfigDict:
         max_seq_length=512,
         batch_size=256,
         total_steps=1_000_000,
+        pair_objective="nsp",
         warmup_steps=10_000,
         learning_rate=1e-4,
         optimizer="adamw",
         weight_decay=0.01,
+        masking=dict(max_predictions=77),  # round(0.15 * 512), as BERT's README advises
     )
 
 
@@ -101,10 +138,12 @@ def albert_config(**sizes) -> ml_collections.ConfigDict:
             **sizes,
         ),
         max_seq_length=512,
+        pair_objective="sop",
         batch_size=4096,
         total_steps=125_000,
         warmup_steps=3_125,
         learning_rate=0.00176,
         optimizer="lamb",
         weight_decay=0.01,
+        masking=dict(scheme="ngram", max_predictions=20),  # ALBERT's n-gram masking, 20 per sequence
     )

@@ -59,14 +59,40 @@ def _load_hf(path: str) -> tuple[ml_collections.ConfigDict, dict]:
 
 
 def _load_native(path: str) -> tuple[ml_collections.ConfigDict, dict, ml_collections.ConfigDict]:
+    """A bert_jax export (params.safetensors) or a training workdir / checkpoint folder (orbax)."""
     config = ml_collections.ConfigDict(_read_json(os.path.join(path, NATIVE_CONFIG)))
     params_path = os.path.join(path, NATIVE_PARAMS)
-    if not os.path.isfile(params_path):
-        raise CheckpointError(f"{path}: has {NATIVE_CONFIG} but no {NATIVE_PARAMS}")
-    flat = read_safetensors(params_path)
-    params = unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+    if os.path.isfile(params_path):
+        flat = read_safetensors(params_path)
+        params = unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+    elif os.path.isdir(os.path.join(path, "checkpoints")):
+        params, params_path = _latest_training_params(os.path.join(path, "checkpoints"))
+    else:
+        raise CheckpointError(f"{path}: has {NATIVE_CONFIG} but neither {NATIVE_PARAMS} nor checkpoints/")
     _check_shapes(build_model(config), params, params_path)
     return config.model, params, config
+
+
+def _latest_training_params(directory: str) -> tuple[dict, str]:
+    """Parameters of the newest readable orbax step under a workdir's checkpoints/ (read-only)."""
+    steps = sorted((int(name) for name in os.listdir(directory) if name.isdigit()), reverse=True)
+    errors = []
+    for step in steps:
+        try:
+            return _training_params(os.path.join(directory, str(step), "state"))
+        except CheckpointError as e:
+            errors.append(str(e))
+    raise CheckpointError(f"{directory}: no readable checkpoint ({'; '.join(errors) or 'no steps'})")
+
+
+def _training_params(state_dir: str) -> tuple[dict, str]:
+    import orbax.checkpoint as ocp
+
+    try:
+        state = ocp.StandardCheckpointer().restore(os.path.abspath(state_dir))
+    except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable steps
+        raise CheckpointError(f"{state_dir}: cannot be restored ({e})") from e
+    return jax.tree.map(np.asarray, state["params"]), state_dir
 
 
 def _check_shapes(model: BertModel, params: dict, source: str) -> None:
@@ -87,14 +113,22 @@ def load_pretrained(
 ) -> tuple[BertModel, dict, ml_collections.ConfigDict]:
     """Loads a checkpoint directory: returns (flax module, params, full config).
 
+    `path` is a Hugging Face checkpoint, a bert_jax export, a training workdir
+    (its newest complete checkpoint), or one step's folder `WORKDIR/checkpoints/<step>`.
+
     `overrides` sets config fields that do not change the weights, e.g.
     `{"model.dtype": "bfloat16", "model.scan_layers": False}`.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise CheckpointError(f"{path}: no such checkpoint directory")
-    if os.path.isfile(os.path.join(path, NATIVE_CONFIG)):
-        model_cfg, params, config = _load_native(path)
+    step_workdir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if os.path.isdir(os.path.join(path, "state")) and os.path.isfile(os.path.join(step_workdir, NATIVE_CONFIG)):
+        config = ml_collections.ConfigDict(_read_json(os.path.join(step_workdir, NATIVE_CONFIG)))
+        params, source = _training_params(os.path.join(path, "state"))
+        _check_shapes(build_model(config), params, source)
+    elif os.path.isfile(os.path.join(path, NATIVE_CONFIG)):
+        _, params, config = _load_native(path)
     elif os.path.isfile(os.path.join(path, HF_CONFIG)):
         model_cfg, params = _load_hf(path)
         config = base_config(model_cfg)

@@ -50,7 +50,9 @@ def test_unsupported_architecture(hf_dir, model_type, architecture):
     config = json.loads((hf_dir / "config.json").read_text())
     config.update(model_type=model_type, architectures=[architecture])
     (hf_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=rf"config\.json.*{architecture}.*supported architectures: AlbertForMaskedLM"):
+    with pytest.raises(
+        CheckpointError, match=rf"config\.json.*{architecture}.*supported architectures: AlbertForMaskedLM"
+    ):
         bert_jax.load_pretrained(hf_dir)
 
 
@@ -62,7 +64,9 @@ def test_wrong_shape_names_file_and_tensor(hf_dir):
 
 def test_missing_tensor_names_file_and_tensor(hf_dir):
     rewrite_tensors(hf_dir, lambda t: t.pop("bert.encoder.layer.2.intermediate.dense.bias"))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing tensor\(s\) encoder\.layer\.2\.intermediate"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors: missing tensor\(s\) encoder\.layer\.2\.intermediate"
+    ):
         bert_jax.load_pretrained(hf_dir)
 
 

@@ -109,7 +109,7 @@ class TestRealWeights:
 
     def test_hidden_states_and_sentence_embeddings(self, minilm_dir):
         tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
-        batch = {k: v for k, v in tokenizer(self.SENTENCES, padding=True, return_tensors="np").items()}
+        batch = dict(tokenizer(self.SENTENCES, padding=True, return_tensors="np"))
         reference = transformers.BertModel.from_pretrained(minilm_dir).eval()
         ref = torch_outputs(reference, batch)
 
@@ -132,6 +132,11 @@ class TestRealWeights:
         model, params, config = bert_jax.load_pretrained(minilm_dir)
         bert_jax.save_pretrained(tmp_path, params, config)
         tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
-        batch = {k: v for k, v in tokenizer(self.SENTENCES, padding=True, return_tensors="np").items()}
+        batch = dict(tokenizer(self.SENTENCES, padding=True, return_tensors="np"))
         reloaded = transformers.AutoModel.from_pretrained(tmp_path).eval()
-        assert max_diff(torch_outputs(reloaded, batch).last_hidden_state, jax_outputs(model, params, batch).last_hidden_state) <= TOL
+        assert (
+            max_diff(
+                torch_outputs(reloaded, batch).last_hidden_state, jax_outputs(model, params, batch).last_hidden_state
+            )
+            <= TOL
+        )

@@ -98,9 +98,11 @@ def test_dropout_is_random_only_when_asked():
     params = init_params(model, jax.random.key(0))
     det = model.apply({"params": params}, **batch()).last_hidden_state
     assert np.allclose(det, model.apply({"params": params}, **batch()).last_hidden_state)
-    drop = lambda seed: model.apply(
-        {"params": params}, **batch(), deterministic=False, rngs={"dropout": jax.random.key(seed)}
-    ).last_hidden_state
+    drop = lambda seed: (
+        model.apply(
+            {"params": params}, **batch(), deterministic=False, rngs={"dropout": jax.random.key(seed)}
+        ).last_hidden_state
+    )
     assert not np.allclose(drop(0), det)
     assert not np.allclose(drop(0), drop(1))
 
@@ -126,8 +128,18 @@ def test_bfloat16_compute_keeps_float32_params():
 
 def test_logical_axis_names_on_params():
     variables = build_model(tiny()).init(jax.random.key(0), batch()["input_ids"])
-    names = jax.tree.map(
-        lambda x: x.names, variables["params"], is_leaf=lambda x: hasattr(x, "names")
-    )
+    names = jax.tree.map(lambda x: x.names, variables["params"], is_leaf=lambda x: hasattr(x, "names"))
     assert names["encoder"]["layers"]["attention"]["query"]["kernel"] == ("layers", "embed", "heads", "kv")
     assert names["embeddings"]["word_embeddings"]["embedding"] == ("vocab", "embed")
+
+
+def test_masked_positions_gather_mlm_logits():
+    model = build_model(tiny())
+    params = init_params(model, jax.random.key(0))
+    positions = jnp.array([[0, 3], [5, 5]])
+    full = model.apply({"params": params}, **batch()).mlm_logits
+    gathered = model.apply({"params": params}, **batch(), masked_positions=positions).mlm_logits
+    assert gathered.shape == (2, 2, 50)
+    np.testing.assert_allclose(
+        gathered, np.take_along_axis(np.asarray(full), np.asarray(positions)[..., None], 1), atol=1e-5
+    )

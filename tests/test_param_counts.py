@@ -16,14 +16,40 @@ from bert_jax.models import count_params
 
 # The official configuration of each released checkpoint (config.json on the Hugging Face hub).
 OFFICIAL = {
-    "bert_base": ("bert-base-uncased", transformers.BertConfig, dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)),
-    "bert_large": ("bert-large-uncased", transformers.BertConfig, dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),
-    "albert_base": ("albert-base-v2", transformers.AlbertConfig, dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)),
-    "albert_large": ("albert-large-v2", transformers.AlbertConfig, dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),
-    "albert_xlarge": ("albert-xlarge-v2", transformers.AlbertConfig, dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, intermediate_size=8192)),
-    "albert_xxlarge": ("albert-xxlarge-v2", transformers.AlbertConfig, dict(hidden_size=4096, num_hidden_layers=12, num_attention_heads=64, intermediate_size=16384)),
+    "bert_base": (
+        "bert-base-uncased",
+        transformers.BertConfig,
+        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    ),
+    "bert_large": (
+        "bert-large-uncased",
+        transformers.BertConfig,
+        dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    ),
+    "albert_base": (
+        "albert-base-v2",
+        transformers.AlbertConfig,
+        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    ),
+    "albert_large": (
+        "albert-large-v2",
+        transformers.AlbertConfig,
+        dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    ),
+    "albert_xlarge": (
+        "albert-xlarge-v2",
+        transformers.AlbertConfig,
+        dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, intermediate_size=8192),
+    ),
+    "albert_xxlarge": (
+        "albert-xxlarge-v2",
+        transformers.AlbertConfig,
+        dict(hidden_size=4096, num_hidden_layers=12, num_attention_heads=64, intermediate_size=16384),
+    ),
 }
-ALBERT_COMMON = dict(vocab_size=30000, embedding_size=128, hidden_act="gelu_new", num_hidden_groups=1, inner_group_num=1)
+ALBERT_COMMON = dict(
+    vocab_size=30000, embedding_size=128, hidden_act="gelu_new", num_hidden_groups=1, inner_group_num=1
+)
 BERT_COMMON = dict(vocab_size=30522, hidden_act="gelu")
 # (paper figure in millions, source)
 PAPER = {

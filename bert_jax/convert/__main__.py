@@ -8,10 +8,9 @@ bert_jax export, anything bert_jax can load becomes a Hugging Face directory.
 
 from __future__ import annotations
 
-import sys
-
 import os
 import shutil
+import sys
 
 from absl import app, flags, logging
 

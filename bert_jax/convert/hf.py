@@ -72,7 +72,9 @@ def hf_to_params(
         value = np.stack(slices) if rule.part == "layer" and not cfg.share_layers else slices[0]
         want = _get(expected, rule.path).shape
         if value.shape != tuple(want):
-            bad_shapes.append(f"{rule.hf_name} -> {'/'.join(rule.path)}: file has {value.shape}, model needs {tuple(want)}")
+            bad_shapes.append(
+                f"{rule.hf_name} -> {'/'.join(rule.path)}: file has {value.shape}, model needs {tuple(want)}"
+            )
             continue
         _set(params, rule.path, value)
     if missing:

@@ -78,7 +78,9 @@ def model_config_from_hf(hf_config: dict, source: str, tensor_names: set[str]) -
             cfg[key] = type(cfg[key])(hf_config[hf_key])
     act = hf_config.get("hidden_act", "gelu")
     if act not in ACTIVATIONS_FROM_HF:
-        raise CheckpointError(f"{source}: hidden_act {act!r} is not supported; use one of {sorted(ACTIVATIONS_FROM_HF)}")
+        raise CheckpointError(
+            f"{source}: hidden_act {act!r} is not supported; use one of {sorted(ACTIVATIONS_FROM_HF)}"
+        )
     cfg.activation = ACTIVATIONS_FROM_HF[act]
     position_type = hf_config.get("position_embedding_type", "absolute")
     if position_type != "absolute":

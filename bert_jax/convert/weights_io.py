@@ -72,7 +72,11 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: di
         if array.dtype not in DTYPE_NAMES:
             raise ValueError(f"tensor {name!r}: dtype {array.dtype} cannot be written to safetensors")
         blob = array.tobytes()
-        header[name] = {"dtype": DTYPE_NAMES[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {
+            "dtype": DTYPE_NAMES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
         offset += len(blob)
         blobs.append(blob)
     if metadata:
@@ -130,6 +134,4 @@ def read_hf_weights(directory: str) -> tuple[dict[str, np.ndarray], str]:
         return tensors, index
     if os.path.isfile(torch_bin):
         return _read_torch_bin(torch_bin), torch_bin
-    raise CheckpointError(
-        f"{directory}: no weights found (looked for {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN})"
-    )
+    raise CheckpointError(f"{directory}: no weights found (looked for {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN})")

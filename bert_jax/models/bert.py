@@ -32,6 +32,9 @@ class BertModel(nn.Module):
 
     `mask_kind` picks the attention mask (see `attention_bias`); BERT uses
     'padding'. `deterministic=False` turns dropout on and needs a 'dropout' rng.
+    With `masked_positions` [batch, predictions], MLM logits are computed only
+    at those positions, as BERT's pretraining does: the vocabulary projection
+    is then a small part of the step instead of the largest matmul.
     """
 
     config: object  # FrozenConfigDict of config.model
@@ -45,6 +48,7 @@ class BertModel(nn.Module):
         position_ids: jax.Array | None = None,
         deterministic: bool = True,
         mask_kind: str = "padding",
+        masked_positions: jax.Array | None = None,
     ) -> EncoderOutput:
         cfg = self.config
         if attention_mask is None:
@@ -62,7 +66,8 @@ class BertModel(nn.Module):
         if cfg.use_pooler:
             out = out.replace(pooled_output=Pooler(cfg, name="pooler")(x))
         if cfg.mlm_head:
-            out = out.replace(mlm_logits=MLMHead(cfg, name="mlm_head")(x, embeddings.attend))
+            h = x if masked_positions is None else jnp.take_along_axis(x, masked_positions[..., None], axis=1)
+            out = out.replace(mlm_logits=MLMHead(cfg, name="mlm_head")(h, embeddings.attend))
         if cfg.pair_head:
             if not cfg.use_pooler:
                 raise ValueError("model.pair_head needs model.use_pooler=True (it classifies the pooled output)")

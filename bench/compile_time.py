@@ -1,0 +1,137 @@
+"""XLA compile time of a BERT-large training step with the layer stack scanned vs unrolled.
+
+`scan_layers=True` turns the 24 layers into one `nn.scan` (an XLA while loop
+whose body is compiled once); `scan_layers=False` unrolls them, so XLA sees
+24 copies of the layer and its backward. The target is a scanned compile time
+under 1/3 of the unrolled one.
+
+What is timed is `jax.jit(step).lower(...).compile()` of
+`jax.value_and_grad` of an MLM cross-entropy (the real pretraining objective
+without the NSP term), lowered with abstract arguments only: parameter
+shapes come from `jax.eval_shape`, inputs are `jax.ShapeDtypeStruct`s, so no
+weights are allocated. Every measurement builds a new Python function and a
+new `jax.jit`, and the persistent compilation cache is off, so nothing is
+reused between measurements; a tiny compile first takes the one-time backend
+start-up out of the first measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from common import cpu_description, load_average, print_table
+
+from bert_jax.config_base import model_config
+from bert_jax.models import build_model, init_params
+
+STEPS = ("fwd+bwd", "forward")
+BERT_LARGE = {"num_layers": 24, "hidden_size": 1024, "embedding_size": 1024, "num_heads": 16, "intermediate_size": 4096}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=BERT_LARGE["num_layers"])
+    parser.add_argument("--hidden", type=int, default=BERT_LARGE["hidden_size"])
+    parser.add_argument("--repeats", type=int, default=3, help="compiles per setting (best and median reported)")
+    return parser.parse_args()
+
+
+def abstract_step_args(cfg: Any, batch: int, seq: int) -> tuple[Any, dict, jax.ShapeDtypeStruct]:
+    """The model, its parameters as ShapeDtypeStructs (nothing allocated) and an abstract input batch."""
+    model = build_model(cfg)
+    params = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+    return model, params, jax.ShapeDtypeStruct((batch, seq), jnp.int32)
+
+
+def step_fn(model: Any, step: str) -> Callable:
+    """A fresh function of `(params, input_ids)` for `step`.
+
+    'fwd+bwd': `(loss, grads)` of the MLM cross-entropy against the inputs
+    themselves (the target measurement); 'forward': the MLM logits only, for
+    context (how much of the time is the backward pass).
+    """
+
+    def loss_fn(params, input_ids):
+        logits = model.apply({"params": params}, input_ids).mlm_logits.astype(jnp.float32)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_probs, input_ids[..., None], axis=-1))
+
+    if step == "forward":
+        return lambda params, input_ids: model.apply({"params": params}, input_ids).mlm_logits
+    return jax.value_and_grad(loss_fn)
+
+
+def compile_seconds(cfg: Any, step: str, batch: int, seq: int) -> tuple[float, float]:
+    """(trace + lower seconds, compile seconds) of one fresh jit of `step`."""
+    model, params, ids = abstract_step_args(cfg, batch, seq)
+    fn = jax.jit(step_fn(model, step))  # new function object: no jit cache entry can match
+    t0 = time.perf_counter()
+    lowered = fn.lower(params, ids)
+    t1 = time.perf_counter()
+    lowered.compile()
+    return t1 - t0, time.perf_counter() - t1
+
+
+def main() -> None:
+    args = parse_args()
+    jax.config.update("jax_enable_compilation_cache", False)
+    jax.config.update("jax_compilation_cache_dir", None)
+    sizes = {
+        **BERT_LARGE,
+        "num_layers": args.layers,
+        "hidden_size": args.hidden,
+        "embedding_size": args.hidden,
+        "num_heads": max(1, args.hidden // 64),
+        "intermediate_size": 4 * args.hidden,
+    }
+    print(f"machine: {cpu_description()}; jax {jax.__version__} on {jax.devices()[0].platform}")
+    print(f"batch {args.batch}, seq {args.seq}, {sizes}; {load_average()}", flush=True)
+    jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile()  # backend start-up, not part of any measurement
+
+    keys = [(step, scan) for step in STEPS for scan in (True, False)]
+    results: dict[tuple[str, bool], list[tuple[float, float]]] = {key: [] for key in keys}
+    for _ in range(args.repeats):
+        for step, scan in keys:  # alternate, so a slow period of the machine hits every setting
+            cfg = model_config(**sizes, scan_layers=scan, mlm_head=True, pair_head=False)
+            lower, comp = compile_seconds(cfg, step, args.batch, args.seq)
+            results[step, scan].append((lower, comp))
+            print(f"  {step}, scan_layers={scan}: lower {lower:.2f}s, compile {comp:.2f}s", flush=True)
+
+    rows = []
+    for step in STEPS:
+        best = {
+            scan: (min(r[0] for r in results[step, scan]), min(r[1] for r in results[step, scan]))
+            for scan in (True, False)
+        }
+        for scan in (True, False):
+            median = statistics.median(r[1] for r in results[step, scan])
+            rows.append([step, f"scan_layers={scan}", best[scan][0], best[scan][1], median, sum(best[scan])])
+        rows.append(
+            [
+                step,
+                "**scanned / unrolled**",
+                best[True][0] / best[False][0],
+                best[True][1] / best[False][1],
+                "",
+                sum(best[True]) / sum(best[False]),
+            ]
+        )
+    print_table(
+        ["step", "setting", "trace+lower s (best)", "compile s (best)", "compile s (median)", "total s (best)"],
+        rows,
+        title=f"Compile time, best of {args.repeats} fresh jits (target: scanned / unrolled fwd+bwd compile < 0.333)",
+    )
+    print(f"\nafter the run: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""From configured text to batches: documents -> tokenizer -> instances -> masked batches.
+
+Instances are built once per run, deterministically from the seed; masking
+happens on the host for every batch from `rng([seed, step])` (dynamic
+masking) or once per copy (static, `dupe_factor` copies), so the data a step
+sees depends only on (seed, step) and resuming at a step is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from bert_jax.data.tokenizers import Tokenizer, load_tokenizer, train_sentencepiece
+
+from bert_jax.data import sources
+from bert_jax.data.pretraining import BatchIterator, Instances, create_instances
+from bert_jax.errors import ConfigError
+from bert_jax.objectives.masking import mask_batch
+
+log = logging.getLogger(__name__)
+
+
+def corpus_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """The text files a tokenizer is trained on when none is given."""
+    if config.data.source == "sample":
+        return [sources.write_sample_corpus(os.path.join(workdir, "sample_corpus.txt"))]
+    if config.data.source == "text":
+        return sources.expand_paths(config.data.path)
+    path = os.path.join(workdir, "tfds_corpus.txt")
+    if not os.path.isfile(path):
+        with open(path, "w", encoding="utf-8") as f:
+            for document in sources.read_tfds_documents(config):
+                f.write("\n".join(document) + "\n\n")
+    return [path]
+
+
+def get_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
+    """The configured tokenizer, or one trained on the corpus and cached in the workdir."""
+    options = {"do_lower_case": config.tokenizer.do_lower_case}
+    if config.tokenizer.path:
+        tokenizer = load_tokenizer(config.tokenizer.path, **options)
+    else:
+        prefix = os.path.join(workdir, "tokenizer")
+        if not os.path.isfile(prefix + ".model") and jax.process_index() == 0:
+            log.info("training a %d-piece sentencepiece tokenizer on the corpus", config.tokenizer.vocab_size)
+            train_sentencepiece(corpus_files(config, workdir), config.tokenizer.vocab_size, prefix)
+        tokenizer = load_tokenizer(prefix + ".model", **options)
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {config.model.vocab_size}; "
+            f"pass --config.model.vocab_size={tokenizer.vocab_size} or a tokenizer of the model's vocabulary"
+        )
+    return tokenizer
+
+
+def tokenize_documents(documents: list[list[str]], tokenizer: Tokenizer) -> list[list[list[int]]]:
+    out = []
+    for document in documents:
+        sentences = [ids for ids in (tokenizer.encode(s) for s in document) if ids]
+        if sentences:
+            out.append(sentences)
+    return out
+
+
+@dataclasses.dataclass
+class PretrainingData:
+    """This host's training and evaluation instances and how to mask them."""
+
+    train: Instances
+    eval: Instances
+    tokenizer: Tokenizer
+    config: ml_collections.ConfigDict
+
+    def masked(self, instances: Instances, index: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One batch of rows `index`, masked with `rng`."""
+        m = self.config.masking
+        masked = mask_batch(
+            instances.input_ids[index],
+            rng=rng,
+            vocab_size=self.tokenizer.vocab_size,
+            mask_id=self.tokenizer.mask_id,
+            special_ids=self.tokenizer.special_ids,
+            mask_rate=m.rate,
+            max_predictions=m.max_predictions,
+            scheme=m.scheme,
+            word_starts=instances.word_starts[index],
+            max_ngram=m.max_ngram,
+        )
+        return {
+            **masked,
+            "attention_mask": instances.attention_mask[index],
+            "token_type_ids": instances.token_type_ids[index],
+            "pair_labels": instances.pair_labels[index],
+        }
+
+    def train_batch(self, index: np.ndarray, step: int, epoch: int) -> dict[str, np.ndarray]:
+        seed = self.config.seed
+        key = [seed, 1, step] if self.config.masking.dynamic else [seed, 2, epoch % self.config.masking.dupe_factor]
+        return self.masked(self.train, index, np.random.default_rng(key))
+
+    def eval_batches(self, batch_size: int):
+        """The same masked evaluation batches at every evaluation."""
+        rng = np.random.default_rng([self.config.seed, 3])
+        n = len(self.eval.input_ids)
+        for start in range(0, min(n, batch_size * self.config.eval_batches) - batch_size + 1, batch_size):
+            yield self.masked(self.eval, np.arange(start, start + batch_size), rng)
+
+
+def build_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:
+    """Reads, tokenizes and cuts this host's share of the corpus into instances."""
+    tokenizer = get_tokenizer(config, workdir)
+    documents = sources.load_documents(config, workdir)
+    if config.data.eval_path:
+        eval_docs = sources.read_documents(sources.expand_paths(config.data.eval_path), config.data.line_format)[0]
+        train_docs = documents
+    else:
+        n_eval = max(1, int(len(documents) * config.data.eval_fraction)) if len(documents) > 1 else 0
+        train_docs, eval_docs = documents[: len(documents) - n_eval], documents[len(documents) - n_eval :] or documents
+    shard = lambda docs: sources.host_shard(docs, jax.process_index(), jax.process_count())
+    make = lambda docs, key: create_instances(
+        tokenize_documents(shard(docs), tokenizer),
+        max_seq_length=config.max_seq_length,
+        short_seq_prob=config.short_seq_prob,
+        pair_objective=config.pair_objective,
+        rng=np.random.default_rng([config.seed, key]),
+        cls_id=tokenizer.cls_id,
+        sep_id=tokenizer.sep_id,
+        pad_id=tokenizer.pad_id,
+        word_start_fn=tokenizer.word_starts,
+    )
+    data = PretrainingData(make(train_docs, 10), make(eval_docs, 11), tokenizer, config)
+    log.info(
+        "%d training and %d evaluation sequences on this host", len(data.train.input_ids), len(data.eval.input_ids)
+    )
+    return data
+
+
+def make_batch_iterator(data: PretrainingData, config: ml_collections.ConfigDict) -> BatchIterator:
+    local = config.batch_size // jax.process_count()
+    return BatchIterator(len(data.train.input_ids), local, seed=config.seed)

@@ -1,0 +1,79 @@
+"""Entry point: `python -m bert_jax.main --config=configs/bert_tiny.py --workdir=DIR [--config.x=y ...]`.
+
+Dispatches on `config.task`. Without `--workdir` a folder named after the
+config under ./workdirs is used and printed. Rerunning the same command
+resumes from the workdir's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import jax
+from absl import app, flags
+
+from bert_jax.config import load_config
+from bert_jax.errors import BertJaxError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "config file, e.g. configs/bert_tiny.py; override fields with --config.x=y")
+flags.DEFINE_string("workdir", None, "where checkpoints, metrics and plots go (default: ./workdirs/<config name>)")
+flags.mark_flags_as_required(["config"])
+_OVERRIDES: list[str] = []  # the --config.field=value arguments, applied by load_config
+
+
+def default_workdir(config_path: str) -> str:
+    name = os.path.splitext(os.path.basename(config_path))[0]
+    return os.path.join("workdirs", name)
+
+
+def maybe_initialize_distributed() -> None:
+    """Joins a multi-process job when the environment describes one (TPU pods, SLURM, explicit vars)."""
+    explicit = os.environ.get("JAX_COORDINATOR_ADDRESS") and int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1
+    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if explicit or slurm or os.environ.get("BERT_JAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.INFO)
+    for noisy in ("jax._src", "orbax", "absl.logging", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    maybe_initialize_distributed()
+    workdir = FLAGS.workdir
+    try:
+        config = load_config(FLAGS.config, _OVERRIDES)
+        if workdir is None:
+            workdir = default_workdir(FLAGS.config)
+            print(f"no --workdir given; using {workdir}", flush=True)
+        if config.task == "pretrain":
+            from bert_jax.training.trainer import train
+
+            train(config, workdir)
+        else:
+            raise BertJaxError(f"unknown task {config.task!r}; this version runs 'pretrain'")
+    except BertJaxError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    print(f"done; outputs in {workdir} (metrics.jsonl, curves.png, tensorboard/, checkpoints/)", flush=True)
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separates `--config.field=value` arguments from absl's own flags."""
+    overrides = [a[2:] for a in argv if a.startswith("--config.")]
+    return [a for a in argv if not a.startswith("--config.")], overrides
+
+
+def run() -> None:
+    argv, overrides = split_overrides(sys.argv)
+    _OVERRIDES[:] = overrides
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Pretraining objectives: masking schemes for masked-LM (and, later, their losses)."""

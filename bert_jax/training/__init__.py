@@ -1,0 +1,1 @@
+"""Optimizers, partitioning, the train loop, checkpoints and metrics."""

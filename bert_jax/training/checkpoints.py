@@ -1,0 +1,63 @@
+"""orbax checkpoints of the train state plus the data position, with exact resume.
+
+orbax writes each step to a temporary folder and renames it when complete,
+and removes old steps (beyond `keep`) only after a newer one is finalized.
+A latest step that cannot be read is renamed `<step>.corrupt` (kept for
+inspection, never deleted) and the previous one is used instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    """Saves and restores (train state, JSON data state) pairs under `workdir/checkpoints`."""
+
+    def __init__(self, workdir: str, keep: int = 3, asynchronous: bool = True):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self._keep, self._async = keep, asynchronous
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, enable_async_checkpointing=self._async)
+        return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, data_state: dict) -> None:
+        self._manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
+        )
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def restore_latest(self, abstract_state):
+        """(step, state, data_state) of the newest readable checkpoint, or None when there is none."""
+        for step in reversed(self.steps()):
+            try:
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                    ),
+                )
+                return step, restored.state, restored.data
+            except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types for bad files
+                corrupt = os.path.join(self.directory, f"{step}.corrupt")
+                log.error("checkpoint %s cannot be read (%s); moved to %s, using the previous one", step, e, corrupt)
+                os.replace(os.path.join(self.directory, str(step)), corrupt)
+                self._manager.close()
+                self._manager = self._open()
+        return None
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

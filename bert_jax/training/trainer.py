@@ -1,0 +1,223 @@
+"""The pretraining loop: compile, check memory, restore, step, log, evaluate, checkpoint.
+
+Restarting the same command resumes from the newest readable checkpoint and
+reproduces an uninterrupted run exactly: the train state holds the dropout
+RNG, the checkpoint holds the data position, and masking depends only on
+(seed, step). SIGTERM (a preempted TPU VM) saves and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bert_jax.data.pipeline import build_pretraining_data, make_batch_iterator
+from bert_jax.errors import BertJaxError, ConfigError
+from bert_jax.models import build_model
+from bert_jax.training import partitioning
+from bert_jax.training.checkpoints import Checkpointer
+from bert_jax.training.memory import check_fits
+from bert_jax.training.metrics import MetricsWriter
+from bert_jax.training.optimizers import learning_rate_schedule, make_optimizer
+from bert_jax.training.steps import TrainState, make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "bert_jax_config.json"
+
+
+class NonFiniteLossError(BertJaxError, FloatingPointError):
+    """The loss became NaN or infinite; training stopped without saving the bad state."""
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Creates the workdir and records the config there; a clear error when it cannot be written."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"workdir {workdir!r} cannot be written ({e.strerror}); pass --workdir=A_WRITABLE_FOLDER"
+        ) from e
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+
+def abstract_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+    b, n, p = config.batch_size, config.max_seq_length, config.masking.max_predictions
+    i32 = jnp.int32
+    return {
+        "input_ids": jax.ShapeDtypeStruct((b, n), i32),
+        "attention_mask": jax.ShapeDtypeStruct((b, n), i32),
+        "token_type_ids": jax.ShapeDtypeStruct((b, n), i32),
+        "masked_positions": jax.ShapeDtypeStruct((b, p), i32),
+        "masked_ids": jax.ShapeDtypeStruct((b, p), i32),
+        "masked_weights": jax.ShapeDtypeStruct((b, p), jnp.float32),
+        "pair_labels": jax.ShapeDtypeStruct((b,), i32),
+    }
+
+
+def _validate(config: ml_collections.ConfigDict, mesh) -> None:
+    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.batch_size % (batch_devices * config.grad_accum_steps):
+        raise ConfigError(
+            f"batch_size {config.batch_size} must divide evenly over {batch_devices} batch devices "
+            f"x {config.grad_accum_steps} accumulation steps"
+        )
+    if config.max_seq_length > config.model.max_position_embeddings:
+        raise ConfigError(
+            f"max_seq_length {config.max_seq_length} exceeds model.max_position_embeddings "
+            f"{config.model.max_position_embeddings}"
+        )
+    if config.pair_objective not in ("nsp", "sop", "none"):
+        raise ConfigError(f"unknown pair_objective {config.pair_objective!r}; use 'nsp', 'sop' or 'none'")
+
+
+class Trainer:
+    """Owns the compiled steps, the state and the run's outputs for one workdir."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config, self.workdir = config, workdir
+        if config.pair_objective == "none":
+            config.model.pair_head = False  # RoBERTa-style: no pair classifier to train
+        self.mesh = partitioning.make_mesh(config)
+        _validate(config, self.mesh)
+        self.model = build_model(config)
+        self.schedule = learning_rate_schedule(config)
+        self.optimizer = make_optimizer(config)
+        self.state_sharding = partitioning.replicated(self.mesh)
+        self.batch_sharding = partitioning.batch_sharding(self.mesh)
+        step = make_train_step(
+            self.model, self.optimizer, self.schedule, config.pair_objective, config.grad_accum_steps
+        )
+        self._train_jit = jax.jit(
+            step,
+            in_shardings=(self.state_sharding, self.batch_sharding),
+            out_shardings=(self.state_sharding, self.state_sharding),
+            donate_argnums=0,
+        )
+        self._eval_step = jax.jit(make_eval_step(self.model, config.pair_objective))
+        self._init = jax.jit(self._init_state, out_shardings=self.state_sharding)
+
+    def _init_state(self, rng: jax.Array) -> TrainState:
+        from flax import linen as nn
+
+        init_rng, dropout_rng = jax.random.split(rng)
+        dummy = jnp.zeros((1, self.config.max_seq_length), jnp.int32)
+        params = nn.meta.unbox(self.model.init(init_rng, dummy)["params"])
+        return TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params), dropout_rng)
+
+    def abstract_state(self) -> TrainState:
+        shapes = jax.eval_shape(self._init, jax.random.PRNGKey(0))
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.state_sharding), shapes)
+
+    def compile(self, available_memory: int | None = None):
+        """Compiles the train step for abstract inputs and checks it fits, allocating nothing."""
+        batch = {
+            k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_sharding)
+            for k, v in abstract_batch(self.config).items()
+        }
+        compiled = self._train_jit.lower(self.abstract_state(), batch).compile()
+        check_fits(compiled, self.config, available_memory)
+        self._train_step = compiled
+        return compiled
+
+    def train(self) -> TrainState:
+        config, workdir = self.config, self.workdir
+        prepare_workdir(workdir, config)
+        self.compile()
+        data = build_pretraining_data(config, workdir)
+        iterator = make_batch_iterator(data, config)
+        checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+        restored = checkpointer.restore_latest(self.abstract_state())
+        if restored:
+            step, state, data_state = restored
+            iterator.load_state_dict(data_state["iterator"])
+            log.info("resumed from the checkpoint of step %d in %s", step, checkpointer.directory)
+        else:
+            state = self._init(jax.random.PRNGKey(config.seed))
+        writer = MetricsWriter(workdir, config.total_steps, enabled=jax.process_index() == 0)
+        stop = _SigtermFlag()
+        step = int(state.step)
+        try:
+            while step < config.total_steps:
+                index = next(iterator)
+                batch = partitioning.global_batch(data.train_batch(index, step, iterator.epoch), self.mesh)
+                state, metrics = self._train_step(state, batch)
+                step += 1
+                loss = float(metrics["loss"])
+                if not np.isfinite(loss):
+                    last = checkpointer.steps()
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at step {step}; stopped without saving. The last good checkpoint is "
+                        + (f"step {last[-1]} in {checkpointer.directory}" if last else "none (no checkpoint yet)")
+                        + "; lower --config.learning_rate or check the data, then rerun to resume from it"
+                    )
+                record = {}
+                if step % config.log_every == 0 or step == config.total_steps:
+                    record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    record["tokens_per_sec"] = self._tokens_per_sec(writer, step)
+                if step % config.eval_every == 0 or step == config.total_steps:
+                    record.update(self.evaluate(state.params, data))
+                if record:
+                    writer.write(step, record)
+                    writer.progress(step, record)
+                if step % config.checkpoint_every == 0 or step == config.total_steps or stop.raised:
+                    checkpointer.save(step, state, {"iterator": iterator.state_dict()})
+                    writer.plot()
+                if stop.raised:
+                    log.info("SIGTERM: saved step %d and stopping", step)
+                    break
+        finally:
+            checkpointer.close()
+            writer.plot()
+            writer.close()
+            stop.restore()
+        return state
+
+    def _tokens_per_sec(self, writer: MetricsWriter, step: int) -> float:
+        import time
+
+        now = time.time()
+        last_time, last_step = getattr(self, "_rate_mark", (writer._last_time, 0))
+        self._rate_mark = (now, step)
+        return (step - last_step) * self.config.batch_size * self.config.max_seq_length / max(now - last_time, 1e-9)
+
+    def evaluate(self, params, data) -> dict[str, float]:
+        """Mean metrics over the fixed evaluation batches, prefixed with `eval_`."""
+        local = self.config.batch_size // jax.process_count()
+        totals, count = {}, 0
+        for batch in data.eval_batches(local):
+            metrics = jax.device_get(self._eval_step(params, partitioning.global_batch(batch, self.mesh)))
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            count += 1
+        if not count:
+            log.warning("the evaluation set has fewer than %d sequences; no evaluation", local)
+        return {f"eval_{k}": v / count for k, v in totals.items()} if count else {}
+
+
+class _SigtermFlag:
+    def __init__(self):
+        self.raised = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Runs (or resumes) pretraining for `config` in `workdir`."""
+    return Trainer(config, workdir).train()
