@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -195,7 +196,43 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
     print(markdown_table(headers, rows), flush=True)
 
 
-def load_average() -> str:
-    """The 1-minute load average, printed before and after a run: above ~0.5 on this 2-core VM, another
-    process was competing for the cores and the numbers are pessimistic."""
-    return f"load average (1 min): {os.getloadavg()[0]:.2f}"
+@dataclasses.dataclass(frozen=True)
+class CpuSnapshot:
+    """Machine-wide and own CPU time at one moment, in seconds (see `contention_since`)."""
+
+    wall: float
+    busy: float  # all processes, user + system + interrupts
+    steal: float  # taken by the hypervisor for other guests
+    own: float  # this process and its finished children
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """Reads /proc/stat (machine-wide) and getrusage (this process and its waited-for children)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        fields = [int(v) / ticks for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    own = sum(
+        r.ru_utime + r.ru_stime
+        for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    return CpuSnapshot(time.perf_counter(), user + nice + system + irq + softirq, steal, own)
+
+
+def contention_since(start: CpuSnapshot) -> str:
+    """How much of the cores something else used since `start`: the honesty check of a timing run.
+
+    On this small VM another process (a test suite, another benchmark) or the
+    hypervisor can take a core away; timings taken while that happened are
+    pessimistic, so every script prints this line at the end.
+    """
+    end = cpu_snapshot()
+    wall = end.wall - start.wall
+    cores = os.cpu_count() or 1
+    others = max(0.0, (end.busy - start.busy) - (end.own - start.own))
+    stolen = end.steal - start.steal
+    capacity = wall * cores
+    return (
+        f"during the {wall:.0f}s run other processes used {others:.1f} CPU-s "
+        f"({100 * others / capacity:.0f}% of {cores} cores), hypervisor steal {100 * stolen / capacity:.0f}%"
+    )

@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from common import cpu_description, load_average, print_table
+from common import contention_since, cpu_description, cpu_snapshot, print_table
 
 from bert_jax.config_base import model_config
 from bert_jax.models import build_model, init_params
@@ -83,6 +83,7 @@ def compile_seconds(cfg: Any, step: str, batch: int, seq: int) -> tuple[float, f
 
 def main() -> None:
     args = parse_args()
+    start = cpu_snapshot()
     jax.config.update("jax_enable_compilation_cache", False)
     jax.config.update("jax_compilation_cache_dir", None)
     sizes = {
@@ -94,7 +95,7 @@ def main() -> None:
         "intermediate_size": 4 * args.hidden,
     }
     print(f"machine: {cpu_description()}; jax {jax.__version__} on {jax.devices()[0].platform}")
-    print(f"batch {args.batch}, seq {args.seq}, {sizes}; {load_average()}", flush=True)
+    print(f"batch {args.batch}, seq {args.seq}, {sizes}", flush=True)
     jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile()  # backend start-up, not part of any measurement
 
     keys = [(step, scan) for step in STEPS for scan in (True, False)]
@@ -130,7 +131,7 @@ def main() -> None:
         rows,
         title=f"Compile time, best of {args.repeats} fresh jits (target: scanned / unrolled fwd+bwd compile < 0.333)",
     )
-    print(f"\nafter the run: {load_average()}")
+    print(f"\n{contention_since(start)}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 
-from common import cpu_description, jax_matmul_gflops, load_average, print_table, torch_matmul_gflops
+from common import contention_since, cpu_description, cpu_snapshot, jax_matmul_gflops, print_table, torch_matmul_gflops
 
 FLAG_SETS: dict[str, str] = {
     "default": "",
@@ -134,8 +134,9 @@ def main() -> None:
         worker = jax_worker if args.worker == "jax" else torch_worker
         print("RESULT " + json.dumps(worker(args.repeats)), flush=True)
         return
+    start = cpu_snapshot()
 
-    print(f"machine: {cpu_description()}; {load_average()}", flush=True)
+    print(f"machine: {cpu_description()}", flush=True)
     torch_results, isa_note = run_child("torch", args.repeats, {"ONEDNN_VERBOSE": "1"})
     print(f"torch: oneDNN {isa_note.strip() or '(no ISA line)'}")
 
@@ -165,7 +166,7 @@ def main() -> None:
     print_table(headers, rows, title=f"Matmul GFLOP/s (best of {args.repeats})")
     if notes:
         print("\nmessages:\n" + "\n".join(notes))
-    print(f"\nafter the run: {load_average()}")
+    print(f"\n{contention_since(start)}")
 
 
 if __name__ == "__main__":

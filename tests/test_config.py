@@ -10,10 +10,21 @@ from bert_jax.config import apply_overrides
 from bert_jax.errors import ConfigError
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
-REQUIRED_MODEL_FIELDS = (
-    "vocab_size hidden_size num_layers num_heads intermediate_size embedding_size share_layers "
-    "max_position_embeddings type_vocab_size dtype remat_policy activation layer_norm_eps"
-).split()  # noqa: SIM905
+REQUIRED_MODEL_FIELDS = [
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "embedding_size",
+    "share_layers",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "dtype",
+    "remat_policy",
+    "activation",
+    "layer_norm_eps",
+]
 
 
 def test_every_size_config_exists():

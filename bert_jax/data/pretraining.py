@@ -319,7 +319,7 @@ def create_instances(
     truncated at random ends to fit. 'none' packs whole sentences into single
     segments of up to `max_seq_length - 2` tokens (`pack_mode`
     'full_sentences' crosses documents with a [SEP] between them,
-    'doc_sentences' does not); `short_seq_prob` does not apply there.
+    'doc_sentences' does not); `short_seq_prob` and `rng` do not apply there.
 
     `word_start_fn(ids)` is called once per sentence and gives one flag per
     token (True where a word begins); without it every text token starts a

@@ -53,12 +53,10 @@ def _select_tokens(candidates: np.ndarray, budget: np.ndarray, rng: np.random.Ge
 
 
 def _ngram_cdf(max_ngram: int) -> np.ndarray:
-    """Row a-1: the CDF of ALBERT's p(n) ∝ 1/n over n = 1..a (a = n-grams available), padded with 2."""
-    cdf = np.full((max_ngram, max_ngram), 2.0)
-    for a in range(1, max_ngram + 1):
-        p = 1.0 / np.arange(1, a + 1)
-        cdf[a - 1, :a] = np.cumsum(p / p.sum())
-        cdf[a - 1, a - 1] = 1.0  # exact, so a draw in [0, 1) never passes it
+    """The CDF of ALBERT's n-gram length law p(n) ∝ 1/n, n = 1..max_ngram."""
+    p = 1.0 / np.arange(1, max_ngram + 1)
+    cdf = np.cumsum(p / p.sum())
+    cdf[-1] = 1.0  # exact, so a draw in [0, 1) never passes it
     return cdf
 
 
@@ -72,7 +70,7 @@ def _select_units(
     """Whole words (`max_ngram=1`) or ALBERT n-grams of words, chosen greedily in random order.
 
     As in ALBERT, every word is a possible n-gram start with its own drawn n
-    (capped by the words left in the row); starts are visited in random order
+    (an n-gram running past the row's last word is cut there); starts are visited in random order
     until the row's budget is spent; an n-gram that overruns the budget is
     shortened (n-1, ..., 1) and skipped if even one word overruns or if it
     overlaps a chosen one. Words are numbered across [SEP] as ALBERT's
@@ -94,12 +92,10 @@ def _select_units(
     np.cumsum(word_len, axis=1, out=cum[:, 1 : u + 1])
     cum[:, u + 1 :] = cum[:, u : u + 1]
 
-    word = np.arange(u)[None, :]
-    available = np.clip(num_words[:, None] - word, 1, max_ngram)
-    draws = rng.random((b, u))
-    ngram = 1 + (draws[..., None] > _ngram_cdf(max_ngram)[available - 1]).sum(-1)
+    # As in ALBERT, n is drawn from the full law even near the row's end, where the n-gram just comes out shorter.
+    ngram = 1 + (rng.random((b, u))[..., None] > _ngram_cdf(max_ngram)).sum(-1)
     keys = rng.random((b, u))
-    keys[word >= num_words[:, None]] = 2.0
+    keys[np.arange(u)[None, :] >= num_words[:, None]] = 2.0
     order = np.argsort(keys, axis=1)
 
     chosen = np.zeros((b, u + max_ngram), bool)
@@ -175,9 +171,8 @@ def mask_batch(
     """
     ids = np.asarray(input_ids)
     _check_args(ids, scheme, word_starts, mask_rate, max_predictions, max_ngram, replace_probs)
-    candidates = ~np.isin(
-        ids, np.asarray(list(special_ids) if isinstance(special_ids, set | frozenset) else special_ids)
-    )
+    specials = special_ids if isinstance(special_ids, np.ndarray) else np.fromiter(special_ids, np.int64)
+    candidates = ~np.isin(ids, specials)
     counted = candidates if pad_id is None else ids != pad_id
     budget = num_to_predict(counted.sum(1), mask_rate, max_predictions)
     if scheme == "token":

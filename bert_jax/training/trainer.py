@@ -85,11 +85,11 @@ def _validate(config: ml_collections.ConfigDict, mesh) -> None:
 class Trainer:
     """Owns the compiled steps, the state and the run's outputs for one workdir."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None):
         self.config, self.workdir = config, workdir
         if config.pair_objective == "none":
             config.model.pair_head = False  # RoBERTa-style: no pair classifier to train
-        self.mesh = partitioning.make_mesh(config)
+        self.mesh = partitioning.make_mesh(config, devices)
         _validate(config, self.mesh)
         self.model = build_model(config)
         self.schedule = learning_rate_schedule(config)

@@ -1,0 +1,1 @@
+"""Data: tokenizers, text sources, pretraining instances and task datasets."""

@@ -1,0 +1,77 @@
+"""Run as a script with 8 fake CPU devices: the same train steps on 1 and on 8 devices must agree.
+
+Kept out of the pytest process because the device count is fixed when JAX starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bert_jax  # noqa: E402
+from bert_jax.training import partitioning  # noqa: E402
+from bert_jax.training.trainer import Trainer, abstract_batch  # noqa: E402
+
+
+def synthetic_batch(config, step: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(step)
+    shapes = abstract_batch(config)
+    b, n = shapes["input_ids"].shape
+    p = shapes["masked_ids"].shape[1]
+    return {
+        "input_ids": rng.integers(5, config.model.vocab_size, (b, n)).astype(np.int32),
+        "attention_mask": (np.arange(n)[None] < rng.integers(n // 2, n + 1, (b, 1))).astype(np.int32),
+        "token_type_ids": (np.arange(n)[None] >= n // 2).astype(np.int32).repeat(b, 0),
+        "masked_positions": np.sort(rng.integers(1, n // 2, (b, p)), axis=1).astype(np.int32),
+        "masked_ids": rng.integers(5, config.model.vocab_size, (b, p)).astype(np.int32),
+        "masked_weights": (rng.random((b, p)) < 0.9).astype(np.float32),
+        "pair_labels": rng.integers(0, 2, b).astype(np.int32),
+    }
+
+
+def run(devices, accum: int, dropout: float) -> tuple[list[float], dict]:
+    overrides = {"batch_size": 16, "max_seq_length": 32, "model.vocab_size": 300, "grad_accum_steps": accum}
+    overrides.update({"model.hidden_dropout_rate": dropout, "model.attention_dropout_rate": dropout})
+    config = bert_jax.load_config("configs/bert_tiny.py", overrides)
+    trainer = Trainer(config, "unused", devices=devices)
+    trainer.compile()
+    state = trainer._init(jax.random.PRNGKey(0))
+    losses = []
+    for step in range(3):
+        batch = partitioning.global_batch(synthetic_batch(config, step), trainer.mesh)
+        state, metrics = trainer._train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    return losses, jax.device_get(state.params)
+
+
+def main() -> None:
+    assert jax.device_count() == 8, jax.devices()
+    # dropout on: random bits do not depend on the sharding (jax_threefry_partitionable)
+    one_losses, one_params = run(jax.devices()[:1], accum=1, dropout=0.1)
+    eight_losses, eight_params = run(jax.devices(), accum=1, dropout=0.1)
+    # accumulation draws other dropout masks per micro-batch, so compare it without dropout
+    plain_losses, plain_params = run(jax.devices(), accum=1, dropout=0.0)
+    accum_losses, accum_params = run(jax.devices(), accum=2, dropout=0.0)
+    diff = lambda a, b: max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
+    json.dump(
+        {
+            "one": one_losses,
+            "eight": eight_losses,
+            "plain": plain_losses,
+            "accum": accum_losses,
+            "param_diff_eight": diff(one_params, eight_params),
+            "param_diff_accum": diff(plain_params, accum_params),
+        },
+        sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()
