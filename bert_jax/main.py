@@ -40,9 +40,8 @@ def maybe_initialize_distributed() -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
-    logging.getLogger("absl").setLevel(logging.INFO)
-    for noisy in ("jax._src", "orbax", "absl.logging", "tensorflow"):
+    logging.getLogger().setLevel(logging.INFO)  # bert_jax's own progress lines
+    for noisy in ("absl", "jax", "orbax", "tensorflow"):  # orbax logs every save through absl at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     maybe_initialize_distributed()
     workdir = FLAGS.workdir

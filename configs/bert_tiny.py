@@ -10,7 +10,7 @@ from bert_jax.config_base import bert_config
 
 def get_config():
     config = bert_config(num_layers=2, hidden_size=128, num_heads=2, intermediate_size=512, embedding_size=128)
-    config.model.vocab_size = config.tokenizer.vocab_size = 8000
+    config.model.vocab_size = config.tokenizer.vocab_size = 4096
     config.max_seq_length = 128
     config.masking.max_predictions = 20
     config.batch_size = 32

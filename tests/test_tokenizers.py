@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import unicodedata
 
 import pytest
 
@@ -88,6 +89,17 @@ def read_lines(paths: list[str], limit: int) -> list[str]:
     return lines
 
 
+def model_without_prefix(path: str) -> bytes:
+    """A sentencepiece model's bytes with the `model_prefix` it stores (its output path) blanked."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(path, "rb") as f:
+        proto.ParseFromString(f.read())
+    proto.trainer_spec.model_prefix = ""
+    return proto.SerializeToString()
+
+
 def corpus(data_dir: str, name: str) -> list[str]:
     if name == "wikitext-2":
         paths = [os.path.join(data_dir, "wikitext-2", "valid.txt")]
@@ -137,12 +149,13 @@ def tiny_vocab(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory) -> str:
-    return write_lines(tmp_path_factory.mktemp("corpus") / "text.txt", sentences(400) + ["", "   "])
+    """Generated sentences plus the tricky strings, so the model has pieces for their characters too."""
+    return write_lines(tmp_path_factory.mktemp("corpus") / "text.txt", sentences(400) + TRICKY * 5 + ["", "   "])
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, corpus_file) -> str:
-    return train_sentencepiece([corpus_file], 100, str(tmp_path_factory.mktemp("spm") / "tiny"))
+    return train_sentencepiece([corpus_file], 200, str(tmp_path_factory.mktemp("spm") / "tiny"), character_coverage=1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,7 +205,10 @@ def test_wordpiece_matches_tokenizers_on_every_code_point(tiny_vocab, lower):
     normalizer = tokenizers.normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=lower)
     pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
     ours = WordPieceTokenizer(tiny_vocab, do_lower_case=lower)
-    code_points = [c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF]
+    # Known gaps (see the module's tables): letters Python 3.11 does not know cannot be lower-cased like Rust does.
+    unknown_to_python = {"Cn", "Cs"} if lower else {"Cs"}
+    code_points = [c for c in range(1, 0x110000) if unicodedata.category(chr(c)) not in unknown_to_python]
+    code_points.remove(0x11938)  # NFD differs (Dives Akuru); see the module's comment
     for i in range(0, len(code_points), 8192):
         text = " ".join(f"x{chr(c)}x" for c in code_points[i : i + 8192])
         expected = [word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))]
@@ -220,7 +236,7 @@ def test_wordpiece_errors_name_the_file_and_the_fix(tmp_path):
 
 def test_trained_model_has_albert_layout(tiny_model):
     tok = SentencePieceTokenizer(tiny_model)
-    assert tok.vocab_size == 100
+    assert tok.vocab_size == 200
     assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 1, 2, 3, 4)
     assert tok.convert_ids_to_tokens(range(5)) == ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
     assert tok.special_ids == {0, 1, 2, 3, 4}
@@ -260,8 +276,7 @@ def test_training_is_deterministic_and_skips_undecodable_lines(tmp_path, caplog)
         first = train_sentencepiece([str(path)], 80, str(tmp_path / "a"), seed=3)
     assert "skipped 1 lines that are not valid UTF-8" in caplog.text
     second = train_sentencepiece([str(path)], 80, str(tmp_path / "b"), seed=3)
-    with open(first, "rb") as a, open(second, "rb") as b:
-        assert a.read() == b.read()
+    assert model_without_prefix(first) == model_without_prefix(second)
 
 
 def test_training_errors(tmp_path, corpus_file):
@@ -271,7 +286,7 @@ def test_training_errors(tmp_path, corpus_file):
         train_sentencepiece([str(tmp_path / "nope.txt")], 100, str(tmp_path / "m"))
     with pytest.raises(ConfigError, match="no non-empty UTF-8 lines"):
         train_sentencepiece([write_lines(tmp_path / "blank.txt", ["", "  "])], 100, str(tmp_path / "m"))
-    with pytest.raises(ConfigError, match="lower vocab_size"):
+    with pytest.raises(ConfigError, match="change vocab_size"):
         train_sentencepiece([corpus_file], 50_000, str(tmp_path / "m"))
     with pytest.raises(ConfigError, match="matches no file"):
         expand_glob(str(tmp_path / "*.nothing"))
@@ -280,7 +295,7 @@ def test_training_errors(tmp_path, corpus_file):
 def test_model_without_special_pieces_is_rejected(tmp_path, corpus_file):
     spm = pytest.importorskip("sentencepiece")
     prefix = str(tmp_path / "plain")
-    spm.SentencePieceTrainer.train(input=corpus_file, model_prefix=prefix, vocab_size=60, minloglevel=2)
+    spm.SentencePieceTrainer.train(input=corpus_file, model_prefix=prefix, vocab_size=200, minloglevel=2)
     with pytest.raises(ConfigError, match=r"none of the pieces \['<pad>', '\[PAD\]'\]"):
         SentencePieceTokenizer(prefix + ".model")
 
@@ -300,6 +315,9 @@ def test_load_tokenizer_picks_the_kind_from_the_path(tmp_path, tiny_vocab, tiny_
         load_tokenizer(str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="takes no option"):
         load_tokenizer(tiny_model, strip_accents=True)
+    (tmp_path / "garbage.model").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="garbage.model' is not a SentencePiece model"):
+        load_tokenizer(str(tmp_path / "garbage.model"))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -311,12 +329,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_trains_and_reports(tmp_path, corpus_file):
     prefix = tmp_path / "cli" / "spiece"
     result = run_cli(
-        "train", f"--input={os.path.dirname(corpus_file)}/*.txt", "--vocab_size=90", f"--model_prefix={prefix}"
+        "train",
+        f"--input={os.path.dirname(corpus_file)}/*.txt",
+        "--vocab_size=150",
+        f"--model_prefix={prefix}",
+        "--character_coverage=1.0",
     )
     assert result.returncode == 0, result.stderr
     assert f"model: {prefix}.model" in result.stdout
-    assert "vocab_size: 90" in result.stdout
-    assert "unknown_rate: 0.000000" in result.stdout
+    assert "vocab_size: 150" in result.stdout
+    rate = float(result.stdout.split("unknown_rate: ")[1].split()[0])
+    assert 0 < rate < 0.01  # the tricky lines spell out "<unk>" literally
     assert os.path.isfile(f"{prefix}.model")
 
 
@@ -351,3 +374,18 @@ def test_sentencepiece_matches_albert_tokenizer(data_dir, name, tmp_path):
     theirs = reference(lines, add_special_tokens=False)["input_ids"]
     mismatch = first_mismatch(lines, [ours.encode(line) for line in lines], theirs, ours.convert_ids_to_tokens)
     assert mismatch is None, mismatch
+
+
+def test_real_vocabularies_match_transformers_on_tricky_text(data_dir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    vocab = os.path.join(data_dir, "tokenizers", "bert-base-uncased-vocab.txt")
+    ours = WordPieceTokenizer(vocab)
+    theirs = [transformers.BertTokenizer(vocab).encode(t, add_special_tokens=False) for t in TRICKY]
+    mismatch = first_mismatch(TRICKY, [ours.encode(t) for t in TRICKY], theirs, ours.convert_ids_to_tokens)
+    assert mismatch is None, mismatch
+    model = os.path.join(data_dir, "tokenizers", "xlnet-cased-spiece.model")
+    for options in ({"do_lower_case": False, "keep_accents": True}, {"do_lower_case": True, "keep_accents": False}):
+        ours, reference = albert_reference(model, tmp_path / "hf", **options)
+        theirs = [reference.encode(t, add_special_tokens=False) for t in TRICKY]
+        mismatch = first_mismatch(TRICKY, [ours.encode(t) for t in TRICKY], theirs, ours.convert_ids_to_tokens)
+        assert mismatch is None, f"{options}: {mismatch}"

@@ -39,6 +39,7 @@ SPIECE_WORD_BOUNDARY = "\u2581"  # '▁', SentencePiece's stand-in for a space
 _UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
 _UNKNOWN_PENALTY = 10.0  # an unknown character scores this far below the rarest piece (sentencepiece, tokenizers)
 _WORD_CACHE_SIZE = 1 << 20
+_JAMO = re.compile("([\u1100-\u11ff\ua960-\ua97f\ud7b0-\ud7ff])")  # conjoining Hangul jamo, one per match
 
 
 class Tokenizer(ABC):
@@ -175,9 +176,11 @@ def _lowercase(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 # `tokenizers` (Rust) classifies characters with Unicode tables older than Python 3.11's (Unicode 14). These are
-# the code points where the two disagree; without them a handful of rare scripts would split differently. Found
-# by comparing with `tokenizers.normalizers.BertNormalizer` / `pre_tokenizers.BertPreTokenizer` on every code
-# point, which `test_wordpiece_matches_tokenizers_on_every_code_point` repeats.
+# the code points where the two disagree (mostly characters of scripts encoded since Unicode 10); without them
+# text in those scripts would split or lose marks differently. Found by comparing with `tokenizers`'
+# `BertNormalizer` / `BertPreTokenizer` on every code point, as tests/test_tokenizers.py does on each run. Known
+# remaining differences: lower-casing of ~55 letters encoded after Unicode 14 (Python has no case data for them)
+# and the NFD of U+11938 (Dives Akuru). Another Python's Unicode version may shift these; the test would say.
 _CF_UNKNOWN_TO_RUST = ((0x0890, 0x0891), (0x08E2, 0x08E2), (0x110CD, 0x110CD), (0x13430, 0x13438))
 _PUNCT_UNKNOWN_TO_RUST = (
     (0x061D, 0x061D), (0x09FD, 0x09FD), (0x0A76, 0x0A76), (0x0C77, 0x0C77), (0x0C84, 0x0C84), (0x1B7D, 0x1B7E),
@@ -188,14 +191,35 @@ _PUNCT_UNKNOWN_TO_RUST = (
     (0x12FF1, 0x12FF2), (0x16E97, 0x16E9A), (0x16FE2, 0x16FE2), (0x1E95E, 0x1E95F),
 )  # fmt: skip
 _PUNCT_ONLY_IN_RUST = frozenset((0x166D, 0x111C9))  # were punctuation in older Unicode
+_MN_UNKNOWN_TO_RUST = (
+    (0x07FD, 0x07FD), (0x0898, 0x089F), (0x08CA, 0x08E1), (0x09FE, 0x09FE), (0x0AFA, 0x0AFF), (0x0B55, 0x0B55),
+    (0x0C04, 0x0C04), (0x0C3C, 0x0C3C), (0x0D00, 0x0D00), (0x0D3B, 0x0D3C), (0x0D81, 0x0D81), (0x0EBA, 0x0EBA),
+    (0x180F, 0x180F), (0x1885, 0x1886), (0x1ABF, 0x1ACE), (0x1DF6, 0x1DFB), (0xA82C, 0xA82C), (0xA8C5, 0xA8C5),
+    (0xA8FF, 0xA8FF), (0xA9BD, 0xA9BD), (0x10D24, 0x10D27), (0x10EAB, 0x10EAC), (0x10F46, 0x10F50),
+    (0x10F82, 0x10F85), (0x11070, 0x11070), (0x11073, 0x11074), (0x110C2, 0x110C2), (0x111C9, 0x111C9),
+    (0x111CF, 0x111CF), (0x1123E, 0x1123E), (0x1133B, 0x1133B), (0x11438, 0x1143F), (0x11442, 0x11444),
+    (0x11446, 0x11446), (0x1145E, 0x1145E), (0x1182F, 0x11837), (0x11839, 0x1183A), (0x1193B, 0x1193C),
+    (0x1193E, 0x1193E), (0x11943, 0x11943), (0x119D4, 0x119D7), (0x119DA, 0x119DB), (0x119E0, 0x119E0),
+    (0x11A01, 0x11A0A), (0x11A33, 0x11A38), (0x11A3B, 0x11A3E), (0x11A47, 0x11A47), (0x11A51, 0x11A56),
+    (0x11A59, 0x11A5B), (0x11A8A, 0x11A96), (0x11A98, 0x11A99), (0x11C30, 0x11C36), (0x11C38, 0x11C3D),
+    (0x11C3F, 0x11C3F), (0x11C92, 0x11CA7), (0x11CAA, 0x11CB0), (0x11CB2, 0x11CB3), (0x11CB5, 0x11CB6),
+    (0x11D31, 0x11D36), (0x11D3A, 0x11D3A), (0x11D3C, 0x11D3D), (0x11D3F, 0x11D45), (0x11D47, 0x11D47),
+    (0x11D90, 0x11D91), (0x11D95, 0x11D95), (0x11D97, 0x11D97), (0x11EF3, 0x11EF4), (0x16F4F, 0x16F4F),
+    (0x16FE4, 0x16FE4), (0x1CF00, 0x1CF2D), (0x1CF30, 0x1CF46), (0x1E000, 0x1E006), (0x1E008, 0x1E018),
+    (0x1E01B, 0x1E021), (0x1E023, 0x1E024), (0x1E026, 0x1E02A), (0x1E130, 0x1E136), (0x1E2AE, 0x1E2AE),
+    (0x1E2EC, 0x1E2EF), (0x1E944, 0x1E94A),
+)  # fmt: skip
+_MN_ONLY_IN_RUST = frozenset((0x1734,))  # a spacing mark (Mc) since Unicode 14
 # Unicode's White_Space property (Rust's `char::is_whitespace`), stable since Unicode 6.3.
 _WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | frozenset(
     chr(c) for c in range(0x2000, 0x200B)
 )
-# The CJK Unified Ideographs blocks BERT surrounds with spaces (Hangul and kana are not among them).
+_SPACES = {ord(c): " " for c in _WHITESPACE}  # str.translate table: every White_Space character to ' '
+# The CJK Unified Ideographs blocks BERT surrounds with spaces (Hangul and kana are not among them). One block
+# starts at 0x2B920 where BERT's Python code says 0x2B820: `tokenizers` has it so, and its ids are the reference.
 _CJK_RANGES = (
     (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+    (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
 )  # fmt: skip
 
 
@@ -221,6 +245,14 @@ def _is_punctuation(char: str) -> bool:
     if code_point in _PUNCT_ONLY_IN_RUST:
         return True
     return unicodedata.category(char).startswith("P") and not _in_ranges(code_point, _PUNCT_UNKNOWN_TO_RUST)
+
+
+def _is_nonspacing_mark(char: str) -> bool:
+    """The accents BERT strips after NFD: nonspacing marks (Mn), as `tokenizers`' Unicode tables list them."""
+    code_point = ord(char)
+    if code_point in _MN_ONLY_IN_RUST:
+        return True
+    return unicodedata.category(char) == "Mn" and not _in_ranges(code_point, _MN_UNKNOWN_TO_RUST)
 
 
 def _is_cjk(char: str) -> bool:
@@ -272,7 +304,7 @@ class WordPieceTokenizer(Tokenizer):
         self._max_piece_chars = max(len(t) for t in self._tokens)
         self._splitter = _AddedTokenSplitter({t: self._vocab[t] for t in WORDPIECE_SPECIALS})
         self._clean = _CharTable(self._clean_char)
-        self._drop_marks = _CharTable(lambda c: "" if unicodedata.category(c) == "Mn" else c)
+        self._drop_marks = _CharTable(lambda c: "" if _is_nonspacing_mark(c) else c)
         self._space_punct = _CharTable(lambda c: f" {c} " if _is_punctuation(c) else c)
         self._word_cache = _WordCache()
         self._starts = [not t.startswith("##") for t in self._tokens]
@@ -369,6 +401,13 @@ def _strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.category(c).startswith("M"))
 
 
+def _metaspace_split(word: str) -> list[str]:
+    """'▁' + word, cut before every '▁' (transformers' Metaspace): 'a▁▁b' -> ['▁a', '▁', '▁b']."""
+    if word.startswith(SPIECE_WORD_BOUNDARY):
+        word = word[1:]
+    return [SPIECE_WORD_BOUNDARY + part for part in word.split(SPIECE_WORD_BOUNDARY)]
+
+
 def _is_punctuation_piece(piece: str) -> bool:
     return bool(piece) and all(_is_punctuation(c) for c in piece)
 
@@ -385,10 +424,11 @@ class SentencePieceTokenizer(Tokenizer):
       is tokenized separately, each chunk with its own leading '▁'. So "(a)"
       gives '(', '▁a', ')' where plain sentencepiece gives '▁', '(', 'a', ')'.
     - Each chunk: "``" and "''" become '"', optional NFKD accent stripping and
-      lower-casing, then the model's own normalisation (sentencepiece's
-      `normalize`), a split into words at whitespace, and per word ('▁word')
-      the best-scoring split into pieces (unigram Viterbi), runs of unknown
-      characters fused into one unknown token.
+      lower-casing, then the model's own character map (sentencepiece's
+      normalizer), a split into words at whitespace, '▁' before each word and
+      a cut before every '▁', and per piece the best-scoring split into
+      vocabulary pieces (unigram Viterbi), runs of unknown characters fused
+      into one unknown token.
     - The Viterbi search is done here in Python, not by sentencepiece: the two
       implementations add scores in different orders and precisions (float32
       in sentencepiece, float64 in `tokenizers`), so near-ties such as
@@ -414,6 +454,10 @@ class SentencePieceTokenizer(Tokenizer):
         self._sp = spm.SentencePieceProcessor()
         try:
             self._sp.Load(model_path)
+            # Only the character map: whitespace is handled as transformers does, in _encode_chunk.
+            self._normalizer = spm.SentencePieceNormalizer(
+                model_file=model_path, add_dummy_prefix=False, escape_whitespaces=False, remove_extra_whitespaces=False
+            )
         except (OSError, RuntimeError) as e:
             raise ConfigError(f"{model_path!r} is not a SentencePiece model ({e}); pass a sentencepiece .model") from e
         self.vocab_size = self._sp.get_piece_size()
@@ -429,7 +473,8 @@ class SentencePieceTokenizer(Tokenizer):
         self.cls_id = self._find_special("[CLS]", SPIECE_FALLBACKS["[CLS]"])
         self.sep_id = self._find_special("[SEP]", SPIECE_FALLBACKS["[SEP]"])
         self.mask_id = self._find_special("[MASK]", SPIECE_FALLBACKS["[MASK]"])
-        literal = {i for i, t in enumerate(types) if t in (_UNKNOWN, _CONTROL, _USER_DEFINED)}
+        # transformers' added tokens: the special pieces plus the pad/cls/sep/mask/unk tokens whatever their type.
+        literal = {i for i, t in enumerate(types) if t in (_UNKNOWN, _CONTROL, _USER_DEFINED)} | super().special_ids
         self._control_ids = {i for i, t in enumerate(types) if t == _CONTROL}
         self._splitter = _AddedTokenSplitter({self._pieces[i]: i for i in literal})
         self._starts = [
@@ -502,12 +547,26 @@ class SentencePieceTokenizer(Tokenizer):
         out.reverse()
         return out
 
+    def _model_normalize(self, text: str) -> str:
+        """The model's own character normalisation (e.g. NFKC), with conjoining Hangul jamo mapped one by one.
+
+        transformers applies the model's character map per grapheme cluster,
+        and clusters of 6 or more UTF-8 bytes (a Hangul syllable spelled as
+        jamo, e.g. after NFKD accent stripping) character by character, so the
+        jamo are never composed back; sentencepiece would compose them. Other
+        clusters that long are in practice base letters with several combining
+        marks; none of them tokenized differently in the parity checks (which
+        included NFD-decomposed text in six languages).
+        """
+        if not _JAMO.search(text):
+            return self._normalizer.normalize(text)
+        return "".join(self._normalizer.normalize(part) for part in _JAMO.split(text) if part)
+
     def _encode_chunk(self, text: str) -> list[int]:
         ids: list[int] = []
-        normalized = self._sp.normalize(self._normalize(text))  # words joined by '▁', leading '▁' added
-        for word in normalized.split(SPIECE_WORD_BOUNDARY):
-            if word:
-                ids.extend(self._word_cache.get_or_compute(SPIECE_WORD_BOUNDARY + word, self._viterbi))
+        for word in self._model_normalize(self._normalize(text)).translate(_SPACES).split(" "):
+            for piece in _metaspace_split(word) if word else ():
+                ids.extend(self._word_cache.get_or_compute(piece, self._viterbi))
         return ids
 
     def encode(self, text: str) -> list[int]:
@@ -650,8 +709,8 @@ def train_sentencepiece(
         )
     except RuntimeError as e:
         raise ConfigError(
-            f"sentencepiece training on {input_files} failed: {e}; a vocab_size larger than the text supports "
-            "is the usual cause: lower vocab_size or add text"
+            f"sentencepiece training on {input_files} failed ({e}); change vocab_size (or character_coverage) "
+            "within the bounds sentencepiece names, or add text"
         ) from e
     return model_prefix + ".model"
 

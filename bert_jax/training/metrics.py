@@ -12,10 +12,11 @@ import os
 import time
 
 log = logging.getLogger(__name__)
+CONSOLE_METRICS = ("loss", "mlm_accuracy", "nsp_accuracy", "sop_accuracy", "eval_loss", "eval_mlm_accuracy")
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, total_steps: int, enabled: bool = True):
+    def __init__(self, workdir: str, total_steps: int, enabled: bool = True, start_step: int = 0):
         self.workdir, self.total_steps, self.enabled = workdir, total_steps, enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
@@ -23,7 +24,7 @@ class MetricsWriter:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-        self._last_time, self._last_step = time.time(), None
+        self._last_time, self._last_step = time.time(), start_step
 
     def write(self, step: int, metrics: dict) -> None:
         """Appends one JSON line and TensorBoard scalars for `step`."""
@@ -37,17 +38,17 @@ class MetricsWriter:
                 self._tb.add_scalar(key, value, step)
         self._tb.flush()
 
-    def progress(self, step: int, metrics: dict) -> str:
-        """A console line with loss, accuracy, steps/s and ETA."""
+    def steps_per_sec(self, step: int) -> float:
+        """Steps per second since the previous call (or the start of this run)."""
         now = time.time()
-        rate = (step - self._last_step) / max(now - self._last_time, 1e-9) if self._last_step is not None else 0.0
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, step
+        return rate
+
+    def progress(self, step: int, metrics: dict, rate: float) -> str:
+        """A console line with loss, accuracies, steps/s and ETA."""
         eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
-        shown = " ".join(
-            f"{k}={v:.4g}"
-            for k, v in metrics.items()
-            if k in ("loss", "mlm_accuracy", "nsp_accuracy", "sop_accuracy", "eval_loss", "eval_mlm_accuracy")
-        )
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in CONSOLE_METRICS)
         line = f"step {step}/{self.total_steps} {shown} {rate:.2f} steps/s ETA {_duration(eta)}"
         log.info(line)
         return line

@@ -145,9 +145,9 @@ class Trainer:
             log.info("resumed from the checkpoint of step %d in %s", step, checkpointer.directory)
         else:
             state = self._init(jax.random.PRNGKey(config.seed))
-        writer = MetricsWriter(workdir, config.total_steps, enabled=jax.process_index() == 0)
-        stop = _SigtermFlag()
         step = int(state.step)
+        writer = MetricsWriter(workdir, config.total_steps, enabled=jax.process_index() == 0, start_step=step)
+        stop = _SigtermFlag()
         try:
             while step < config.total_steps:
                 index = next(iterator)
@@ -162,15 +162,16 @@ class Trainer:
                         + (f"step {last[-1]} in {checkpointer.directory}" if last else "none (no checkpoint yet)")
                         + "; lower --config.learning_rate or check the data, then rerun to resume from it"
                     )
-                record = {}
+                record, rate = {}, 0.0
                 if step % config.log_every == 0 or step == config.total_steps:
+                    rate = writer.steps_per_sec(step)
                     record = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    record["tokens_per_sec"] = self._tokens_per_sec(writer, step)
+                    record["tokens_per_sec"] = rate * config.batch_size * config.max_seq_length
                 if step % config.eval_every == 0 or step == config.total_steps:
                     record.update(self.evaluate(state.params, data))
                 if record:
                     writer.write(step, record)
-                    writer.progress(step, record)
+                    writer.progress(step, record, rate)
                 if step % config.checkpoint_every == 0 or step == config.total_steps or stop.raised:
                     checkpointer.save(step, state, {"iterator": iterator.state_dict()})
                     writer.plot()
@@ -183,14 +184,6 @@ class Trainer:
             writer.close()
             stop.restore()
         return state
-
-    def _tokens_per_sec(self, writer: MetricsWriter, step: int) -> float:
-        import time
-
-        now = time.time()
-        last_time, last_step = getattr(self, "_rate_mark", (writer._last_time, 0))
-        self._rate_mark = (now, step)
-        return (step - last_step) * self.config.batch_size * self.config.max_seq_length / max(now - last_time, 1e-9)
 
     def evaluate(self, params, data) -> dict[str, float]:
         """Mean metrics over the fixed evaluation batches, prefixed with `eval_`."""
