@@ -96,7 +96,9 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, tokenizer_path):
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(main_command(killed, *args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        main_command(killed, *args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "20").is_dir() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -112,7 +114,9 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, tokenizer_path):
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path, tokenizer_path):
     args = tiny_overrides(tokenizer_path) + ["--config.total_steps=100000", "--config.checkpoint_every=100000"]
-    process = subprocess.Popen(main_command(tmp_path, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        main_command(tmp_path, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 300
     while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -157,7 +161,9 @@ def small_config(tokenizer_path, **overrides):
 
 def test_tokenizer_vocabulary_must_match_the_model(tmp_path, tokenizer_path):
     config = small_config(tokenizer_path, **{"model.vocab_size": 1234})
-    with pytest.raises(ConfigError, match=r"the tokenizer has 1000 tokens but model.vocab_size is 1234.*vocab_size=1000"):
+    with pytest.raises(
+        ConfigError, match=r"the tokenizer has 1000 tokens but model.vocab_size is 1234.*vocab_size=1000"
+    ):
         Trainer(config, str(tmp_path)).train()
 
 
@@ -176,7 +182,9 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(tmp_path, tokenizer_p
     config = small_config(
         tokenizer_path, **{"learning_rate": 1e30, "max_grad_norm": 0.0, "warmup_steps": 0, "checkpoint_every": 1}
     )
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step \d+; stopped without saving.*last good checkpoint is step \d+"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at step \d+; stopped without saving.*last good checkpoint is step \d+"
+    ):
         Trainer(config, str(tmp_path)).train()
 
 

@@ -16,7 +16,10 @@ def test_bert_format_documents_and_undecodable_lines(tmp_path):
         b"Doc two, with a broken line next.\n\xff\xfe not utf-8 \xc3\x28\nAfter it.\n\n\n"
     )
     documents, stats = sources.read_documents([str(path)])
-    assert documents == [["First sentence of doc one.", "Second sentence."], ["Doc two, with a broken line next.", "After it."]]
+    assert documents == [
+        ["First sentence of doc one.", "Second sentence."],
+        ["Doc two, with a broken line next.", "After it."],
+    ]
     assert stats.undecodable_lines == 1 and stats.lines == 8
 
 
@@ -64,7 +67,9 @@ def test_tfds_dataset_prepared_locally(tmp_path):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+            return tfds.core.DatasetInfo(
+                builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()})
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples()}

@@ -15,10 +15,10 @@ import os
 import jax
 import ml_collections
 import numpy as np
-from bert_jax.data.tokenizers import Tokenizer, load_tokenizer, train_sentencepiece
 
 from bert_jax.data import sources
 from bert_jax.data.pretraining import BatchIterator, Instances, create_instances
+from bert_jax.data.tokenizers import Tokenizer, load_tokenizer, train_sentencepiece
 from bert_jax.errors import ConfigError
 from bert_jax.objectives.masking import mask_batch
 
