@@ -6,10 +6,12 @@ running script's folder first on `sys.path`), so run them as
 
 Why these helpers exist:
 
-- CPU timings on a small shared VM are noisy (other tenants, frequency
-  changes), so every measurement reports the best and the median of several
-  repeats after a warm-up, and comparisons interleave their candidates round by
-  round so that a slow period hits all of them alike.
+- CPU timings on a small shared VM are noisy (other processes on the same
+  two cores, other tenants), so every measurement reports the best and the
+  median of several repeats after a warm-up, comparisons interleave their
+  candidates round by round so that a slow period hits all of them alike, and
+  each repeat records how much CPU other processes took meanwhile, so that
+  repeats they disturbed can be left out (`Timing`).
 - MFU needs a denominator that this machine can actually reach, so the peak is
   measured (a large jitted matmul) instead of taken from a spec sheet.
 - FLOPs are counted analytically from the shapes (matmuls only), the
@@ -32,21 +34,84 @@ import jax
 import jax.numpy as jnp
 
 MATMUL_SIZE = 2048  # square matmul for the peak: big enough to saturate two cores, small enough to be quick
+CLEAN_SHARE = 0.05  # a repeat is "clean" when other processes used less than this share of the cores meanwhile
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSnapshot:
+    """Machine-wide and own CPU time at one moment, in seconds (see `contention_since`)."""
+
+    wall: float
+    busy: float  # all processes, user + system + interrupts
+    steal: float  # taken by the hypervisor for other guests
+    own: float  # this process and its finished children
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """Reads /proc/stat (machine-wide) and getrusage (this process and its waited-for children)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        fields = [int(v) / ticks for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    own = sum(
+        r.ru_utime + r.ru_stime
+        for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    return CpuSnapshot(time.perf_counter(), user + nice + system + irq + softirq, steal, own)
+
+
+def others_share(start: CpuSnapshot, end: CpuSnapshot) -> float:
+    """Share (0..1) of all cores that other processes used between two snapshots."""
+    wall = max(end.wall - start.wall, 1e-9)
+    others = max(0.0, (end.busy - start.busy) - (end.own - start.own))
+    return others / (wall * (os.cpu_count() or 1))
+
+
+def contention_since(start: CpuSnapshot) -> str:
+    """How much of the cores something else used since `start`: the honesty check of a timing run.
+
+    On this small VM another process (a test suite, another benchmark) or the
+    hypervisor can take a core away; timings taken while that happened are
+    pessimistic, so every script prints this line at the end.
+    """
+    end = cpu_snapshot()
+    wall = end.wall - start.wall
+    stolen = (end.steal - start.steal) / (wall * (os.cpu_count() or 1))
+    return (
+        f"during the {wall:.0f}s run other processes used {100 * others_share(start, end):.0f}% of the "
+        f"{os.cpu_count()} cores, hypervisor steal {100 * stolen:.0f}%"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Wall times of the timed repeats of one callable, in seconds."""
+    """Wall times of the timed repeats of one callable, in seconds, and the contention during each.
+
+    `others[i]` is the share of the machine's cores that other processes used
+    while repeat i ran. `best` and `median` use only the clean repeats
+    (others < CLEAN_SHARE) when there is at least one, so a test suite that
+    starts in the middle of a run does not decide the result.
+    """
 
     times: tuple[float, ...]
+    others: tuple[float, ...]
+
+    @property
+    def clean_times(self) -> tuple[float, ...]:
+        clean = tuple(t for t, o in zip(self.times, self.others, strict=True) if o < CLEAN_SHARE)
+        return clean or self.times
+
+    @property
+    def n_clean(self) -> int:
+        return sum(o < CLEAN_SHARE for o in self.others)
 
     @property
     def best(self) -> float:
-        return min(self.times)
+        return min(self.clean_times)
 
     @property
     def median(self) -> float:
-        return statistics.median(self.times)
+        return statistics.median(self.clean_times)
 
 
 def block(out: Any) -> Any:
@@ -55,6 +120,14 @@ def block(out: Any) -> Any:
         if hasattr(leaf, "block_until_ready"):
             leaf.block_until_ready()
     return out
+
+
+def _timed_call(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall seconds, share of the cores other processes used meanwhile) of one blocked call."""
+    start = cpu_snapshot()
+    block(fn())
+    end = cpu_snapshot()
+    return end.wall - start.wall, others_share(start, end)
 
 
 def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, min_warmup_s: float = 0.0) -> Timing:
@@ -68,12 +141,8 @@ def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, min_warmup
     while done < warmup or time.perf_counter() - start < min_warmup_s:
         block(fn())
         done += 1
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        block(fn())
-        times.append(time.perf_counter() - t0)
-    return Timing(tuple(times))
+    samples = [_timed_call(fn) for _ in range(repeats)]
+    return Timing(tuple(t for t, _ in samples), tuple(o for _, o in samples))
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats: int = 5) -> dict[str, Timing]:
@@ -81,13 +150,11 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats
     for fn in fns.values():
         for _ in range(warmup):
             block(fn())
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            block(fn())
-            times[name].append(time.perf_counter() - t0)
-    return {name: Timing(tuple(ts)) for name, ts in times.items()}
+            samples[name].append(_timed_call(fn))
+    return {name: Timing(tuple(t for t, _ in ss), tuple(o for _, o in ss)) for name, ss in samples.items()}
 
 
 def jax_matmul_gflops(
@@ -108,7 +175,7 @@ def jax_matmul_gflops(
     b = jnp.ones((k, n), dtype)
     matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=preferred_element_type))
     timing = time_fn(lambda: matmul(a, b), warmup=2, repeats=repeats, min_warmup_s=1.0)
-    return 2 * m * k * n / timing.best / 1e9
+    return 2 * m * k * n / min(timing.times) / 1e9  # all repeats: contention only lowers a peak
 
 
 def torch_matmul_gflops(
@@ -120,7 +187,7 @@ def torch_matmul_gflops(
     a = torch.ones((m, k), dtype=getattr(torch, dtype))
     b = torch.ones((k, n), dtype=getattr(torch, dtype))
     timing = time_fn(lambda: a @ b, warmup=2, repeats=repeats, min_warmup_s=1.0)
-    return 2 * m * k * n / timing.best / 1e9
+    return 2 * m * k * n / min(timing.times) / 1e9  # all repeats: contention only lowers a peak
 
 
 def bert_forward_flops(
@@ -194,45 +261,3 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
     if title:
         print(f"\n**{title}**\n")
     print(markdown_table(headers, rows), flush=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class CpuSnapshot:
-    """Machine-wide and own CPU time at one moment, in seconds (see `contention_since`)."""
-
-    wall: float
-    busy: float  # all processes, user + system + interrupts
-    steal: float  # taken by the hypervisor for other guests
-    own: float  # this process and its finished children
-
-
-def cpu_snapshot() -> CpuSnapshot:
-    """Reads /proc/stat (machine-wide) and getrusage (this process and its waited-for children)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    with open("/proc/stat") as f:
-        fields = [int(v) / ticks for v in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    own = sum(
-        r.ru_utime + r.ru_stime
-        for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
-    )
-    return CpuSnapshot(time.perf_counter(), user + nice + system + irq + softirq, steal, own)
-
-
-def contention_since(start: CpuSnapshot) -> str:
-    """How much of the cores something else used since `start`: the honesty check of a timing run.
-
-    On this small VM another process (a test suite, another benchmark) or the
-    hypervisor can take a core away; timings taken while that happened are
-    pessimistic, so every script prints this line at the end.
-    """
-    end = cpu_snapshot()
-    wall = end.wall - start.wall
-    cores = os.cpu_count() or 1
-    others = max(0.0, (end.busy - start.busy) - (end.own - start.own))
-    stolen = end.steal - start.steal
-    capacity = wall * cores
-    return (
-        f"during the {wall:.0f}s run other processes used {others:.1f} CPU-s "
-        f"({100 * others / capacity:.0f}% of {cores} cores), hypervisor steal {100 * stolen / capacity:.0f}%"
-    )

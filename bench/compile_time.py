@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from common import contention_since, cpu_description, cpu_snapshot, print_table
+from common import Timing, contention_since, cpu_description, cpu_snapshot, others_share, print_table
 
 from bert_jax.config_base import model_config
 from bert_jax.models import build_model, init_params
@@ -70,15 +68,16 @@ def step_fn(model: Any, step: str) -> Callable:
     return jax.value_and_grad(loss_fn)
 
 
-def compile_seconds(cfg: Any, step: str, batch: int, seq: int) -> tuple[float, float]:
-    """(trace + lower seconds, compile seconds) of one fresh jit of `step`."""
+def compile_seconds(cfg: Any, step: str, batch: int, seq: int) -> tuple[float, float, float]:
+    """(trace + lower seconds, compile seconds, others' core share meanwhile) of one fresh jit of `step`."""
     model, params, ids = abstract_step_args(cfg, batch, seq)
     fn = jax.jit(step_fn(model, step))  # new function object: no jit cache entry can match
-    t0 = time.perf_counter()
+    t0 = cpu_snapshot()
     lowered = fn.lower(params, ids)
-    t1 = time.perf_counter()
+    t1 = cpu_snapshot()
     lowered.compile()
-    return t1 - t0, time.perf_counter() - t1
+    t2 = cpu_snapshot()
+    return t1.wall - t0.wall, t2.wall - t1.wall, others_share(t0, t2)
 
 
 def main() -> None:
@@ -99,37 +98,49 @@ def main() -> None:
     jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile()  # backend start-up, not part of any measurement
 
     keys = [(step, scan) for step in STEPS for scan in (True, False)]
-    results: dict[tuple[str, bool], list[tuple[float, float]]] = {key: [] for key in keys}
+    samples: dict[tuple[str, bool], list[tuple[float, float, float]]] = {key: [] for key in keys}
     for _ in range(args.repeats):
         for step, scan in keys:  # alternate, so a slow period of the machine hits every setting
             cfg = model_config(**sizes, scan_layers=scan, mlm_head=True, pair_head=False)
-            lower, comp = compile_seconds(cfg, step, args.batch, args.seq)
-            results[step, scan].append((lower, comp))
-            print(f"  {step}, scan_layers={scan}: lower {lower:.2f}s, compile {comp:.2f}s", flush=True)
+            samples[step, scan].append(compile_seconds(cfg, step, args.batch, args.seq))
+            lower, comp, others = samples[step, scan][-1]
+            print(
+                f"  {step}, scan_layers={scan}: lower {lower:.2f}s, compile {comp:.2f}s, "
+                f"other processes {100 * others:.0f}%",
+                flush=True,
+            )
 
     rows = []
     for step in STEPS:
-        best = {
-            scan: (min(r[0] for r in results[step, scan]), min(r[1] for r in results[step, scan]))
-            for scan in (True, False)
-        }
+        lower, comp = {}, {}
         for scan in (True, False):
-            median = statistics.median(r[1] for r in results[step, scan])
-            rows.append([step, f"scan_layers={scan}", best[scan][0], best[scan][1], median, sum(best[scan])])
+            others = tuple(o for _, _, o in samples[step, scan])
+            lower[scan] = Timing(tuple(x for x, _, _ in samples[step, scan]), others)
+            comp[scan] = Timing(tuple(c for _, c, _ in samples[step, scan]), others)
+            rows.append(
+                [
+                    step,
+                    f"scan_layers={scan}",
+                    lower[scan].best,
+                    comp[scan].best,
+                    comp[scan].median,
+                    f"{comp[scan].n_clean}/{args.repeats}",
+                ]
+            )
         rows.append(
             [
                 step,
                 "**scanned / unrolled**",
-                best[True][0] / best[False][0],
-                best[True][1] / best[False][1],
+                lower[True].best / lower[False].best,
+                comp[True].best / comp[False].best,
+                comp[True].median / comp[False].median,
                 "",
-                sum(best[True]) / sum(best[False]),
             ]
         )
     print_table(
-        ["step", "setting", "trace+lower s (best)", "compile s (best)", "compile s (median)", "total s (best)"],
+        ["step", "setting", "trace+lower s (best)", "compile s (best)", "compile s (median)", "clean repeats"],
         rows,
-        title=f"Compile time, best of {args.repeats} fresh jits (target: scanned / unrolled fwd+bwd compile < 0.333)",
+        title=f"Compile time of {args.repeats} fresh jits each (target: scanned / unrolled fwd+bwd compile < 0.333)",
     )
     print(f"\n{contention_since(start)}")
 

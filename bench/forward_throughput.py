@@ -222,6 +222,7 @@ def main() -> None:
                 gflops,
                 f"{100 * gflops / peaks['JAX float32']:.0f}%",
                 f"{100 * gflops / own_peak:.0f}%",
+                f"{t.n_clean}/{len(t.times)}",
             ]
         )
     print_table(
@@ -233,6 +234,7 @@ def main() -> None:
             "GFLOP/s",
             "MFU vs JAX f32 peak",
             "MFU vs own-dtype peak",
+            "clean repeats",
         ],
         rows,
         title=f"Forward, batch {args.batch} x seq {args.seq}, {flops / 1e9:.4g} GFLOP per batch, "

@@ -71,10 +71,11 @@ def test_main_writes_metrics_plot_tensorboard_checkpoints(tmp_path, tokenizer_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "steps/s" in result.stderr + result.stdout and "ETA" in result.stderr + result.stdout
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [10, 20, 30, 40]
+    assert [r["step"] for r in records] == [0, 10, 20, 30, 40]
+    assert set(records[0]) == {"step", "eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_loss", "eval_nsp_accuracy"}
     for key in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "grad_norm", "tokens_per_sec"):
-        assert key in records[0], key
-    assert "eval_loss" in records[1] and "eval_mlm_accuracy" in records[1] and "eval_nsp_accuracy" in records[1]
+        assert key in records[1], key
+    assert "eval_loss" in records[2] and "eval_mlm_accuracy" in records[2] and "eval_nsp_accuracy" in records[2]
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
     steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
@@ -87,7 +88,7 @@ def test_main_writes_metrics_plot_tensorboard_checkpoints(tmp_path, tokenizer_pa
     # rerunning a finished run does nothing more and keeps the result
     again = run_main(tmp_path, *tiny_overrides(tokenizer_path))
     assert again.returncode == 0
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
 
 
 def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, tokenizer_path):

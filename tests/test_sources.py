@@ -23,11 +23,17 @@ def test_bert_format_documents_and_undecodable_lines(tmp_path):
     assert stats.undecodable_lines == 1 and stats.lines == 8
 
 
-def test_paragraph_format_splits_sentences_and_skips_headings(tmp_path):
+def test_paragraph_format_makes_articles_of_sentences(tmp_path):
     path = tmp_path / "wiki.txt"
-    path.write_text(" = Heading = \n\n The cat sat . It was happy ! Then it left.\n Another paragraph here .\n")
+    path.write_text(
+        " = Cats = \n\n The cat sat . It was happy ! Then it left.\n = = Diet = = \n Another paragraph here .\n"
+        " = Dogs = \n Dogs bark .\n"
+    )
     documents, _ = sources.read_documents([str(path)], "paragraphs")
-    assert documents == [["The cat sat .", "It was happy !", "Then it left."], ["Another paragraph here ."]]
+    assert documents == [
+        ["The cat sat .", "It was happy !", "Then it left.", "Another paragraph here ."],
+        ["Dogs bark ."],
+    ]
 
 
 def test_paths_glob_folder_and_errors(tmp_path):

@@ -21,6 +21,8 @@ from bert_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+HEADING = re.compile(r"^=( =)* .* =( =)*$")  # WikiText section headings: = Title =, = = Section = =, ...
+TOP_HEADING = re.compile(r"^= [^=].* =$")
 
 
 @dataclasses.dataclass
@@ -58,8 +60,10 @@ def read_documents(paths: list[str], line_format: str = "sentences") -> tuple[li
     """Documents of sentences from text files.
 
     'sentences' is BERT's format: one sentence per line, a blank line between
-    documents. 'paragraphs' (WikiText) makes each non-empty line a document
-    and splits it into sentences at sentence-ending punctuation.
+    documents. 'paragraphs' (WikiText) has one paragraph per line, split into
+    sentences at sentence-ending punctuation; a top-level heading (` = Title = `)
+    starts a new document, so documents are articles and NSP/SOP pairs come
+    from within an article. Files without headings make one document a file.
     """
     if line_format not in ("sentences", "paragraphs"):
         raise ConfigError(f"unknown data.line_format {line_format!r}; use 'sentences' or 'paragraphs'")
@@ -69,8 +73,12 @@ def read_documents(paths: list[str], line_format: str = "sentences") -> tuple[li
         for line in _decoded_lines(path, stats):
             text = line.strip()
             if line_format == "paragraphs":
-                if text and not (text.startswith("=") and text.endswith("=")):  # WikiText headings
-                    documents.append(SENTENCE_END.split(text))
+                if TOP_HEADING.match(text):
+                    if current:
+                        documents.append(current)
+                    current = []
+                elif text and not HEADING.match(text):
+                    current.extend(SENTENCE_END.split(text))
             elif text:
                 current.append(text)
             elif current:

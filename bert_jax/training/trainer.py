@@ -149,6 +149,11 @@ class Trainer:
         writer = MetricsWriter(workdir, config.total_steps, enabled=jax.process_index() == 0, start_step=step)
         stop = _SigtermFlag()
         try:
+            if step == 0:  # the untrained baseline, so curves start where learning starts
+                baseline = self.evaluate(state.params, data)
+                if baseline:
+                    writer.write(0, baseline)
+                    writer.progress(0, baseline, 0.0)
             while step < config.total_steps:
                 index = next(iterator)
                 batch = partitioning.global_batch(data.train_batch(index, step, iterator.epoch), self.mesh)
