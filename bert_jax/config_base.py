@@ -87,7 +87,7 @@ def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.path = ""  # .model (sentencepiece) or vocab.txt (WordPiece); empty: train one on the corpus
     c.tokenizer.do_lower_case = True
-    c.tokenizer.vocab_size = 8000  # for a tokenizer trained on first use
+    c.tokenizer.vocab_size = model.vocab_size  # for a tokenizer trained on first use
     c.eval_batches = 10
     c.keep_checkpoints = 3
     c.mesh = ml_collections.ConfigDict()

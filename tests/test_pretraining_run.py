@@ -198,6 +198,7 @@ def test_oversized_config_stops_before_allocating_with_overrides_that_fit():
     assert "GiB per device" in message and "but a device has 16.0 GiB" in message
     assert "--config.batch_size=" in message
     # the suggested overrides really fit
-    flags = dict(f[len("--config.") :].split("=") for f in message.split("overrides that fit: ")[1].split())
+    first_option = message.split("overrides that fit: `")[1].split("`")[0]
+    flags = dict(f[len("--config.") :].split("=") for f in first_option.split())
     bert_jax.config.apply_overrides(config, {k: int(v) for k, v in flags.items()})
     Trainer(config, "unused").compile(available_memory=16 * 1024**3)

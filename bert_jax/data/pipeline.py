@@ -39,21 +39,35 @@ def corpus_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     return [path]
 
 
+# The bundled sample corpus supports about 5,800 sentencepiece pieces; size configs ask for 30k.
+SAMPLE_VOCAB_LIMIT = 4096
+
+
 def get_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
-    """The configured tokenizer, or one trained on the corpus and cached in the workdir."""
+    """The configured tokenizer, or one trained on the corpus and cached in the workdir.
+
+    A given tokenizer must have exactly the model's vocabulary size. One
+    trained here may be smaller (the sample corpus cannot support 30k pieces):
+    the model's extra embedding rows are then padding no token id reaches.
+    """
     options = {"do_lower_case": config.tokenizer.do_lower_case}
     if config.tokenizer.path:
         tokenizer = load_tokenizer(config.tokenizer.path, **options)
     else:
-        prefix = os.path.join(workdir, "tokenizer")
+        size = config.tokenizer.vocab_size
+        if config.data.source == "sample" and size > SAMPLE_VOCAB_LIMIT:
+            log.info("the sample corpus supports %d pieces, not %d; the model pads the rest", SAMPLE_VOCAB_LIMIT, size)
+            size = SAMPLE_VOCAB_LIMIT
+        prefix = os.path.join(workdir, f"tokenizer-{size}")
         if not os.path.isfile(prefix + ".model") and jax.process_index() == 0:
-            log.info("training a %d-piece sentencepiece tokenizer on the corpus", config.tokenizer.vocab_size)
-            train_sentencepiece(corpus_files(config, workdir), config.tokenizer.vocab_size, prefix)
+            log.info("training a %d-piece sentencepiece tokenizer on the corpus", size)
+            train_sentencepiece(corpus_files(config, workdir), size, prefix)
         tokenizer = load_tokenizer(prefix + ".model", **options)
-    if tokenizer.vocab_size != config.model.vocab_size:
+    n, v = tokenizer.vocab_size, config.model.vocab_size
+    if n > v or (n != v and config.tokenizer.path):
         raise ConfigError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {config.model.vocab_size}; "
-            f"pass --config.model.vocab_size={tokenizer.vocab_size} or a tokenizer of the model's vocabulary"
+            f"the tokenizer has {n} tokens but model.vocab_size is {v}; "
+            f"pass --config.model.vocab_size={n} or a tokenizer of the model's vocabulary"
         )
     return tokenizer
 

@@ -57,9 +57,21 @@ class Tokenizer(ABC):
     sep_id: int
     mask_id: int
 
-    @abstractmethod
+    _splitter: _AddedTokenSplitter  # finds special / user-defined tokens written literally in the text
+
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, no special tokens added."""
+        """Token ids of `text`, no special tokens added; literal special tokens map to their ids."""
+        ids: list[int] = []
+        for chunk, literal_id in self._splitter.split(text):
+            if literal_id is None:
+                ids.extend(self._encode_chunk(chunk))
+            else:
+                ids.append(literal_id)
+        return ids
+
+    @abstractmethod
+    def _encode_chunk(self, text: str) -> list[int]:
+        """Ids of text that holds no literal special token."""
 
     @abstractmethod
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
@@ -352,15 +364,6 @@ class WordPieceTokenizer(Tokenizer):
             ids.extend(self._word_cache.get_or_compute(word, self._wordpiece))
         return ids
 
-    def encode(self, text: str) -> list[int]:
-        ids: list[int] = []
-        for chunk, special_id in self._splitter.split(text):
-            if special_id is None:
-                ids.extend(self._encode_chunk(chunk))
-            else:
-                ids.append(special_id)
-        return ids
-
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self._tokens[i] for i in ids]
 
@@ -567,15 +570,6 @@ class SentencePieceTokenizer(Tokenizer):
         for word in self._model_normalize(self._normalize(text)).translate(_SPACES).split(" "):
             for piece in _metaspace_split(word) if word else ():
                 ids.extend(self._word_cache.get_or_compute(piece, self._viterbi))
-        return ids
-
-    def encode(self, text: str) -> list[int]:
-        ids: list[int] = []
-        for chunk, literal_id in self._splitter.split(text):
-            if literal_id is None:
-                ids.extend(self._encode_chunk(chunk))
-            else:
-                ids.append(literal_id)
         return ids
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:

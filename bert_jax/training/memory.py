@@ -57,16 +57,23 @@ def check_fits(
 
 
 def _suggest(config, fixed: int, activations: int, budget: float) -> str:
+    """Largest power-of-two batch (at the configured length, and at 128) whose estimate fits."""
     batch, length = config.batch_size, config.max_seq_length
     devices = jax.device_count()
+    options = []
     for new_length in sorted({length, min(length, 128)}, reverse=True):
         new_batch = batch
         while new_batch > devices:
             new_batch //= 2
-            scale = (new_batch * new_length) / (batch * length)
-            if fixed + activations * scale <= budget * 0.8:
+            if fixed + activations * (new_batch * new_length) / (batch * length) <= budget * 0.8:
                 flags = f"--config.batch_size={new_batch}"
                 if new_length != length:
                     flags += f" --config.max_seq_length={new_length}"
-                return flags
-    return ""
+                options.append(f"`{flags}`")
+                break
+    if not options:
+        return ""
+    return (
+        " or ".join(options) + "; --config.model.remat_policy=nothing_saveable and --config.grad_accum_steps=N "
+        "keep a larger batch in the same memory"
+    )
