@@ -72,7 +72,14 @@ def test_main_writes_metrics_plot_tensorboard_checkpoints(tmp_path, tokenizer_pa
     assert "steps/s" in result.stderr + result.stdout and "ETA" in result.stderr + result.stdout
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 10, 20, 30, 40]
-    assert set(records[0]) == {"step", "eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_loss", "eval_nsp_accuracy"}
+    assert set(records[0]) == {
+        "step",
+        "eval_loss",
+        "eval_mlm_loss",
+        "eval_mlm_accuracy",
+        "eval_nsp_loss",
+        "eval_nsp_accuracy",
+    }
     for key in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "grad_norm", "tokens_per_sec"):
         assert key in records[1], key
     assert "eval_loss" in records[2] and "eval_mlm_accuracy" in records[2] and "eval_nsp_accuracy" in records[2]
@@ -202,3 +209,31 @@ def test_oversized_config_stops_before_allocating_with_overrides_that_fit():
     flags = dict(f[len("--config.") :].split("=") for f in first_option.split())
     bert_jax.config.apply_overrides(config, {k: int(v) for k, v in flags.items()})
     Trainer(config, "unused").compile(available_memory=16 * 1024**3)
+
+
+@pytest.mark.parametrize(
+    "pair_objective, scheme",
+    [("sop", "ngram"), ("none", "whole_word"), ("nsp", "token")],
+    ids=["albert", "roberta", "bert"],
+)
+def test_pair_objectives_and_masking_schemes_train(tmp_path, tokenizer_path, pair_objective, scheme):
+    overrides = {
+        "pair_objective": pair_objective,
+        "masking.scheme": scheme,
+        "total_steps": 4,
+        "log_every": 2,
+        "eval_every": 4,
+        "checkpoint_every": 4,
+        "optimizer": "lamb" if pair_objective == "sop" else "adamw",
+        "masking.dynamic": pair_objective != "none",
+    }
+    Trainer(small_config(tokenizer_path, **overrides), str(tmp_path)).train()
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    pair_keys = {k for k in last if k.startswith(("nsp", "sop", "eval_nsp", "eval_sop"))}
+    expected = (
+        set()
+        if pair_objective == "none"
+        else {f"{p}{pair_objective}_{m}" for p in ("", "eval_") for m in ("loss", "accuracy")}
+    )
+    assert pair_keys == expected
+    assert np.isfinite(last["loss"]) and last["step"] == 4
