@@ -62,6 +62,10 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
         if not os.path.isfile(prefix + ".model") and jax.process_index() == 0:
             log.info("training a %d-piece sentencepiece tokenizer on the corpus", size)
             train_sentencepiece(corpus_files(config, workdir), size, prefix)
+        if jax.process_count() > 1:  # the other hosts wait for process 0's tokenizer (shared workdir)
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("bert_jax tokenizer trained")
         tokenizer = load_tokenizer(prefix + ".model", **options)
     n, v = tokenizer.vocab_size, config.model.vocab_size
     if n > v or (n != v and config.tokenizer.path):
