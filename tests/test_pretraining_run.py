@@ -237,3 +237,16 @@ def test_pair_objectives_and_masking_schemes_train(tmp_path, tokenizer_path, pai
     )
     assert pair_keys == expected
     assert np.isfinite(last["loss"]) and last["step"] == 4
+
+
+def test_dynamic_masks_change_static_masks_repeat(tmp_path, tokenizer_path):
+    from bert_jax.data.pipeline import build_pretraining_data
+
+    def masks(dynamic: bool, step: int, epoch: int):
+        config = small_config(tokenizer_path, **{"masking.dynamic": dynamic, "masking.dupe_factor": 2})
+        data = build_pretraining_data(config, str(tmp_path))
+        return data.train_batch(np.arange(8), step, epoch)["masked_positions"]
+
+    assert not np.array_equal(masks(True, 0, 0), masks(True, 5, 1))
+    assert np.array_equal(masks(False, 0, 0), masks(False, 7, 2))  # same copy: epoch 2 % dupe_factor 2 == 0
+    assert not np.array_equal(masks(False, 0, 0), masks(False, 3, 1))

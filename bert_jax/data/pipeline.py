@@ -9,6 +9,7 @@ sees depends only on (seed, step) and resuming at a step is exact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 
@@ -117,9 +118,20 @@ class PretrainingData:
         }
 
     def train_batch(self, index: np.ndarray, step: int, epoch: int) -> dict[str, np.ndarray]:
-        seed = self.config.seed
-        key = [seed, 1, step] if self.config.masking.dynamic else [seed, 2, epoch % self.config.masking.dupe_factor]
-        return self.masked(self.train, index, np.random.default_rng(key))
+        """Rows `index`: masked afresh from (seed, step), or one of the static copies (epoch % dupe_factor)."""
+        if self.config.masking.dynamic:
+            return self.masked(self.train, index, np.random.default_rng([self.config.seed, 1, step]))
+        copy = self.static_copies[epoch % self.config.masking.dupe_factor]
+        return {k: v[index] for k, v in copy.items()}
+
+    @functools.cached_property
+    def static_copies(self) -> list[dict[str, np.ndarray]]:
+        """BERT's static masking: `dupe_factor` masked copies of the training set, made once."""
+        rows = np.arange(len(self.train.input_ids))
+        return [
+            self.masked(self.train, rows, np.random.default_rng([self.config.seed, 2, copy]))
+            for copy in range(self.config.masking.dupe_factor)
+        ]
 
     def eval_batches(self, batch_size: int):
         """The same masked evaluation batches at every evaluation."""
