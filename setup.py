@@ -23,6 +23,9 @@ setup(
         "numpy",
         "absl-py",
         "ml-dtypes",
+        "tensorboardX",  # TensorBoard event files without TensorFlow
+        "matplotlib",  # curves.png
+        "psutil",  # host memory for the memory plan on CPU
     ],
     extras_require={
         "test": [

@@ -12,7 +12,9 @@ shapes come from `jax.eval_shape`, inputs are `jax.ShapeDtypeStruct`s, so no
 weights are allocated. Every measurement builds a new Python function and a
 new `jax.jit`, and the persistent compilation cache is off, so nothing is
 reused between measurements; a tiny compile first takes the one-time backend
-start-up out of the first measurement.
+start-up out of the first measurement. The forward alone (MLM logits) is
+timed too, to show how much of the compile time is the backward pass.
+`--remat-policy` compiles both settings with that rematerialisation policy.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--layers", type=int, default=BERT_LARGE["num_layers"])
     parser.add_argument("--hidden", type=int, default=BERT_LARGE["hidden_size"])
+    parser.add_argument("--remat-policy", default="none", help="model.remat_policy of both settings")
     parser.add_argument("--repeats", type=int, default=3, help="compiles per setting (best and median reported)")
     return parser.parse_args()
 
@@ -94,14 +97,16 @@ def main() -> None:
         "intermediate_size": 4 * args.hidden,
     }
     print(f"machine: {cpu_description()}; jax {jax.__version__} on {jax.devices()[0].platform}")
-    print(f"batch {args.batch}, seq {args.seq}, {sizes}", flush=True)
+    print(f"batch {args.batch}, seq {args.seq}, remat_policy {args.remat_policy}, {sizes}", flush=True)
     jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile()  # backend start-up, not part of any measurement
 
     keys = [(step, scan) for step in STEPS for scan in (True, False)]
     samples: dict[tuple[str, bool], list[tuple[float, float, float]]] = {key: [] for key in keys}
     for _ in range(args.repeats):
         for step, scan in keys:  # alternate, so a slow period of the machine hits every setting
-            cfg = model_config(**sizes, scan_layers=scan, mlm_head=True, pair_head=False)
+            cfg = model_config(
+                **sizes, scan_layers=scan, remat_policy=args.remat_policy, mlm_head=True, pair_head=False
+            )
             samples[step, scan].append(compile_seconds(cfg, step, args.batch, args.seq))
             lower, comp, others = samples[step, scan][-1]
             print(

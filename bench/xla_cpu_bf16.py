@@ -32,9 +32,16 @@ import os
 import re
 import subprocess
 import sys
-import time
 
-from common import contention_since, cpu_description, cpu_snapshot, jax_matmul_gflops, print_table, torch_matmul_gflops
+from common import (
+    contention_since,
+    cpu_description,
+    cpu_snapshot,
+    jax_matmul_gflops,
+    others_share,
+    print_table,
+    torch_matmul_gflops,
+)
 
 FLAG_SETS: dict[str, str] = {
     "default": "",
@@ -137,32 +144,44 @@ def main() -> None:
     start = cpu_snapshot()
 
     print(f"machine: {cpu_description()}", flush=True)
+    t0 = cpu_snapshot()
     torch_results, isa_note = run_child("torch", args.repeats, {"ONEDNN_VERBOSE": "1"})
+    torch_others = others_share(t0, cpu_snapshot())
     print(f"torch: oneDNN {isa_note.strip() or '(no ISA line)'}")
 
     rows, notes = [], []
     for label, flags in FLAG_SETS.items():
-        t0 = time.perf_counter()
+        t0 = cpu_snapshot()
         results, note = run_child("jax", args.repeats, {"XLA_FLAGS": flags})
-        print(f"  {label}: {'ok' if results else 'rejected'} in {time.perf_counter() - t0:.0f}s {note}", flush=True)
+        t1 = cpu_snapshot()
+        others = f"{100 * others_share(t0, t1):.0f}%"
+        status = "ok" if results else "rejected"
+        print(f"  {label}: {status} in {t1.wall - t0.wall:.0f}s, other processes {others} {note}", flush=True)
         if note:
             notes.append(f"- `{flags}`: {note}")
         setting = f"{label} `{flags}`" if flags else label
         if results is None:
-            rows.append([setting, "-", *(["rejected"] * len(CASES)), "-"])
+            rows.append([setting, "-", *(["rejected"] * len(CASES)), "-", "-"])
             continue
         for shape in SHAPES:
             cells = [results[f"{shape}|{case}"] for case in CASES]
             kernels = "; ".join(
                 f"{case}: {kernel}({dtype})" for case, (_, kernel, dtype) in zip(CASES, cells, strict=True)
             )
-            rows.append([setting, shape, *(gflops for gflops, _, _ in cells), kernels])
+            rows.append([setting, shape, *(gflops for gflops, _, _ in cells), kernels, others])
     if torch_results:
         for shape in SHAPES:
             gflops = [torch_results[f"{shape}|float32"], torch_results[f"{shape}|bfloat16"], "-"]
-            rows.append(["PyTorch", shape, *gflops, "MKL (f32); oneDNN (bf16 in and out, f32 accumulation)"])
+            kernels = "MKL (f32); oneDNN (bf16 in and out, f32 accumulation)"
+            rows.append(["PyTorch", shape, *gflops, kernels, f"{100 * torch_others:.0f}%"])
 
-    headers = ["setting", "shape (MxKxN)", *(f"{case} GFLOP/s" for case in CASES), "kernel(dtype the dot multiplies)"]
+    headers = [
+        "setting",
+        "shape (MxKxN)",
+        *(f"{case} GFLOP/s" for case in CASES),
+        "kernel(dtype the dot multiplies)",
+        "other processes",
+    ]
     print_table(headers, rows, title=f"Matmul GFLOP/s (best of {args.repeats})")
     if notes:
         print("\nmessages:\n" + "\n".join(notes))
