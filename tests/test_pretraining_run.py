@@ -126,8 +126,9 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, tokenizer_path):
         main_command(tmp_path, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.time() + 300
-    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
+    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[0][-3000:]
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-3000:]
