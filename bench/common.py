@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 MATMUL_SIZE = 2048  # square matmul for the peak: big enough to saturate two cores, small enough to be quick
 CLEAN_SHARE = 0.05  # a repeat is "clean" when other processes used less than this share of the cores meanwhile
+MIN_CONTENTION_WINDOW = 0.25  # seconds; shorter calls are too short for /proc/stat's ticks to tell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,11 +124,16 @@ def block(out: Any) -> Any:
 
 
 def _timed_call(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(wall seconds, share of the cores other processes used meanwhile) of one blocked call."""
+    """(wall seconds, share of the cores other processes used meanwhile) of one blocked call.
+
+    /proc/stat counts in 10 ms ticks, so for calls shorter than
+    MIN_CONTENTION_WINDOW the share is noise; those calls count as clean (0).
+    """
     start = cpu_snapshot()
     block(fn())
     end = cpu_snapshot()
-    return end.wall - start.wall, others_share(start, end)
+    wall = end.wall - start.wall
+    return wall, others_share(start, end) if wall >= MIN_CONTENTION_WINDOW else 0.0
 
 
 def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, min_warmup_s: float = 0.0) -> Timing:

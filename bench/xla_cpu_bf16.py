@@ -33,6 +33,8 @@ import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 from common import (
     contention_since,
     cpu_description,
@@ -90,10 +92,7 @@ def dot_kernel(hlo_text: str) -> tuple[str, str]:
 
 
 def jax_worker(repeats: int) -> dict:
-    """Measures every shape x case in this process (XLA_FLAGS already in the environment)."""
-    import jax
-    import jax.numpy as jnp
-
+    """Measures every shape x case in this process; XLA reads XLA_FLAGS when this first compiles."""
     results = {}
     for shape_name, (m, k, n) in SHAPES.items():
         for case, (dtype, preferred) in CASES.items():

@@ -59,7 +59,7 @@ class BertModel(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         embeddings = Embeddings(cfg, name="embeddings")
         x = embeddings(input_ids, token_type_ids, position_ids, deterministic)
-        bias = attention_bias(attention_mask, mask_kind, token_type_ids, dtype=x.dtype)
+        bias = attention_bias(attention_mask, mask_kind, token_type_ids, dtype=jnp.float32)
         x = Encoder(cfg, deterministic, name="encoder")(x, bias)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         out = EncoderOutput(last_hidden_state=x)

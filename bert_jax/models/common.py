@@ -44,6 +44,17 @@ def layer_norm(cfg, name: str, axis_name: str = "embed") -> nn.LayerNorm:
     )
 
 
+def f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """dot_general that accumulates (and returns) float32, cast back to the operands' dtype.
+
+    XLA:CPU runs bfloat16 x bfloat16 -> float32 dots on the bfloat16 units but
+    upcasts bfloat16 -> bfloat16 dots to float32 first (bench/RESULTS.md: about
+    2x); float32 accumulation is also what mixed precision wants everywhere.
+    """
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
+    return out.astype(jnp.result_type(lhs, rhs))
+
+
 def dense(cfg, features: int, names: tuple[str, str], name: str) -> nn.Dense:
     return nn.Dense(
         features,
@@ -51,6 +62,7 @@ def dense(cfg, features: int, names: tuple[str, str], name: str) -> nn.Dense:
         param_dtype=jnp.float32,
         kernel_init=kernel_init(cfg, names),
         bias_init=zeros_init(names[1:]),
+        dot_general=f32_accumulating_dot_general,
         name=name,
     )
 
