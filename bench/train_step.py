@@ -42,7 +42,7 @@ Sections (`--sections`, comma-separated):
 - variants: where bert_jax's float32 step (`--variants-model`, bert_tiny by
   default) spends its time, by timing variants (dropout off, tanh GELU,
   unrolled layers, `jax.nn.dot_product_attention`, another PRNG, no clipping,
-  MLM metric and loss rewritten without argmax/scatter, bfloat16 compute,
+  the MLM loss written without a scatter, bfloat16 compute,
   forward-only and forward+backward-only steps);
   config changes and monkeypatches applied here only, the package is not edited;
 - trace: one `jax.profiler` trace of the step (`--trace-model`,
@@ -78,7 +78,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from common import (
     bert_forward_flops,
     contention_since,
@@ -96,8 +95,8 @@ from bert_jax.models import attention as attention_module
 from bert_jax.models import common as model_common
 from bert_jax.models import encoder as encoder_module
 from bert_jax.models.common import compute_dtype, kernel_init, zeros_init
+from bert_jax.objectives import losses as losses_module
 from bert_jax.training import partitioning
-from bert_jax.training import steps as steps_module
 from bert_jax.training.trainer import Trainer
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "bert_tiny.py")
@@ -220,10 +219,9 @@ class JaxPartialStep:
 
     def __init__(self, config: ml_collections.ConfigDict, batches: list[dict[str, np.ndarray]], backward: bool):
         trainer = Trainer(config, "unused_workdir")
-        objective = config.pair_objective
 
         def forward(params, batch, rng):
-            return steps_module.pretraining_losses(trainer.model, params, batch, rng, objective)
+            return trainer.loss_fn(params, batch, rng, None)
 
         fn = jax.grad(forward, has_aux=True) if backward else forward
         self.params = trainer._init(jax.random.PRNGKey(0)).params
@@ -523,73 +521,21 @@ def patched(module: Any, name: str, value: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def accuracy_without_argmax() -> Iterator[None]:
-    """The MLM accuracy as `logit[label] >= max(logits)` instead of `argmax(logits) == label`.
-
-    XLA:CPU runs the vocab-wide argmax (a variadic value+index reduce) as a
-    slow scalar loop, the max is a plain vectorised reduce; ties count as hits,
-    the only difference. Swaps in a copy of `pretraining_losses` that differs
-    only in the accuracy, so the loss and its gradient are unchanged.
-    """
-    with patched(steps_module, "pretraining_losses", _losses(one_hot_ce=False)):
-        yield
-
-
-@contextlib.contextmanager
-def one_hot_loss_without_argmax() -> Iterator[None]:
-    """As `accuracy_without_argmax`, and the MLM cross-entropy written with a one-hot label instead of a gather.
+def one_hot_cross_entropy() -> Iterator[None]:
+    """The cross-entropies written with a one-hot label instead of a gather.
 
     `optax.softmax_cross_entropy_with_integer_labels` gathers the label's
     logit (`take_along_axis`), whose gradient is a scatter-add into a
     [B, P, V] zero array; `-(one_hot * log_softmax).sum()` gives the same
     loss with an elementwise gradient.
     """
-    with patched(steps_module, "pretraining_losses", _losses(one_hot_ce=True)):
+
+    def one_hot_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+        return -(one_hot * jax.nn.log_softmax(logits, axis=-1)).sum(-1)
+
+    with patched(losses_module.optax, "softmax_cross_entropy_with_integer_labels", one_hot_ce):
         yield
-
-
-def _losses(one_hot_ce: bool) -> Callable[..., tuple[jax.Array, dict]]:
-    """A copy of `bert_jax.training.steps.pretraining_losses` with the MLM accuracy (and optionally CE) rewritten."""
-
-    def losses(model, params, batch, rng, pair_objective, totals=None):  # noqa: ANN001, ANN202
-        deterministic = rng is None
-        out = model.apply(
-            {"params": params},
-            batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-            masked_positions=batch["masked_positions"],
-            deterministic=deterministic,
-            rngs=None if deterministic else {"dropout": rng},
-        )
-        weights = batch["masked_weights"]
-        n_masked, n_rows = totals if totals is not None else (weights.sum(), weights.shape[0])
-        n_masked = jnp.maximum(n_masked, 1.0)
-        logits = out.mlm_logits.astype(jnp.float32)
-        labels = batch["masked_ids"]
-        if one_hot_ce:
-            one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-            log_probs = jax.nn.log_softmax(logits, axis=-1)
-            ce = -(one_hot * log_probs).sum(-1)
-            label_logit = (one_hot * jax.lax.stop_gradient(logits)).sum(-1)
-        else:
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-            label_logit = jnp.take_along_axis(jax.lax.stop_gradient(logits), labels[..., None], axis=-1)[..., 0]
-        mlm_loss = (ce * weights).sum() / n_masked
-        hit = label_logit >= jax.lax.stop_gradient(logits).max(-1)
-        metrics = {"mlm_loss": mlm_loss, "mlm_accuracy": (hit * weights).sum() / n_masked}
-        loss = mlm_loss
-        if pair_objective != "none":
-            pair_logits = out.seq_relationship_logits.astype(jnp.float32)
-            pair_ce = optax.softmax_cross_entropy_with_integer_labels(pair_logits, batch["pair_labels"])
-            pair_loss = pair_ce.sum() / n_rows
-            metrics[f"{pair_objective}_loss"] = pair_loss
-            metrics[f"{pair_objective}_accuracy"] = (pair_logits.argmax(-1) == batch["pair_labels"]).sum() / n_rows
-            loss = loss + pair_loss
-        metrics["loss"] = loss
-        return loss, metrics
-
-    return losses
 
 
 @contextlib.contextmanager
@@ -625,8 +571,7 @@ def variants(args: argparse.Namespace, shapes: Shapes) -> dict[str, float]:
         "scan_layers=False": ({"model.scan_layers": False}, contextlib.nullcontext),
         "no gradient clipping": ({"max_grad_norm": 0.0}, contextlib.nullcontext),
         "bfloat16 compute (model.dtype)": ({"model.dtype": "bfloat16"}, contextlib.nullcontext),
-        "MLM accuracy without argmax": ({}, accuracy_without_argmax),
-        "MLM accuracy without argmax + one-hot CE (no scatter)": ({}, one_hot_loss_without_argmax),
+        "one-hot cross-entropy (no scatter)": ({}, one_hot_cross_entropy),
         f"vocab 4096 instead of {shapes.vocab} (bert_tiny.py's own)": (
             {"model.vocab_size": 4096},
             contextlib.nullcontext,

@@ -65,6 +65,7 @@ def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections
     c.schedule_power = 1.0
     c.max_grad_norm = 1.0  # 0 disables clipping
     c.grad_accum_steps = 1  # micro-batches per update; batch_size stays the global batch per update
+    c.objective = "mlm"  # loss family (objectives/losses.py): 'mlm' (MLM + pair_objective)
     c.pair_objective = "nsp"  # 'nsp' (BERT) | 'sop' (ALBERT) | 'none' (RoBERTa-style packed sentences)
     c.short_seq_prob = 0.1
     c.masking = ml_collections.ConfigDict()

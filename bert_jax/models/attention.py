@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.models.common import compute_dtype, f32_accumulating_dot_general, kernel_init, zeros_init
+from bert_jax.models.common import compute_dtype, kernel_init, mixed_precision_dot_general, zeros_init
 
 MASK_KINDS = ("padding", "causal", "prefix")
 
@@ -63,17 +63,22 @@ class SelfAttention(nn.Module):
             param_dtype=jnp.float32,
             kernel_init=kernel_init(cfg, ("embed", "heads", "kv")),
             bias_init=zeros_init(("heads", "kv")),
-            dot_general=f32_accumulating_dot_general,
+            dot_general=mixed_precision_dot_general,
             name=name,
         )
         # heads-first [batch, heads, length, head_dim]: XLA:CPU's fast batched matmul wants the batch dims leading
         heads_first = lambda t: t.transpose(0, 2, 1, 3)  # noqa: E731
         q, k, v = (heads_first(projection(n)(x)) for n in ("query", "key", "value"))
         q = q / jnp.sqrt(head_dim).astype(dtype)
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
+        scores = (
+            jnp.einsum(
+                "bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32, _dot_general=mixed_precision_dot_general
+            )
+            + bias
+        )
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
         probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=self.deterministic)
-        context = jnp.einsum("bhqk,bhkd->bhqd", probs, v, preferred_element_type=jnp.float32).astype(dtype)
+        context = jnp.einsum("bhqk,bhkd->bhqd", probs, v, _dot_general=mixed_precision_dot_general)
         context = heads_first(context)
         return nn.DenseGeneral(
             cfg.hidden_size,
@@ -82,6 +87,6 @@ class SelfAttention(nn.Module):
             param_dtype=jnp.float32,
             kernel_init=kernel_init(cfg, ("heads", "kv", "embed")),
             bias_init=zeros_init(("embed",)),
-            dot_general=f32_accumulating_dot_general,
+            dot_general=mixed_precision_dot_general,
             name="output",
         )(context)

@@ -7,11 +7,13 @@ modules.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def compute_dtype(cfg) -> jnp.dtype:
@@ -44,15 +46,86 @@ def layer_norm(cfg, name: str, axis_name: str = "embed") -> nn.LayerNorm:
     )
 
 
-def f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """dot_general that accumulates (and returns) float32, cast back to the operands' dtype.
+def _kept_dims(ndim: int, *used: Sequence[int]) -> list[int]:
+    taken = {d for dims in used for d in dims}
+    return [d for d in range(ndim) if d not in taken]
+
+
+def _dot_transpose(g, x, y, dimension_numbers, swap_ans: bool = False):
+    """Cotangent of `x` in `dot_general(x, y)` (jax's own transpose rule) with a float32 result.
+
+    The dot runs on g's and y's dtype (bfloat16 in mixed precision), so the
+    backward pass gets the same fast bf16 x bf16 -> f32 kernel as the forward.
+    """
+    (x_contract, y_contract), (x_batch, y_batch) = dimension_numbers
+    x_kept = _kept_dims(x.ndim, x_contract, x_batch)
+    y_kept = _kept_dims(y.ndim, y_contract, y_batch)
+    first_y = len(x_batch) if swap_ans else len(x_batch) + len(x_kept)
+    ans_y = tuple(range(first_y, first_y + len(y_kept)))
+    dims = ((ans_y, tuple(y_kept)), (tuple(range(len(x_batch))), tuple(y_batch)))
+    x_contract_by_y = [x_contract[i] for i in np.argsort(y_contract)]
+    unsorted = list(x_batch) + x_kept + x_contract_by_y
+    out = jax.lax.dot_general(g, y, dims, preferred_element_type=jnp.float32)
+    return jax.lax.transpose(out, tuple(int(i) for i in np.argsort(unsorted))).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed_dot(lhs, rhs, dimension_numbers, out_dtype):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _mixed_dot_fwd(lhs, rhs, dimension_numbers, out_dtype):
+    return _mixed_dot(lhs, rhs, dimension_numbers, out_dtype), (lhs, rhs)
+
+
+def _mixed_dot_bwd(dimension_numbers, out_dtype, residuals, g):
+    lhs, rhs = residuals
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+    g = g.astype(lhs.dtype)
+    swapped = ((rhs_contract, lhs_contract), (rhs_batch, lhs_batch))
+    return _dot_transpose(g, lhs, rhs, dimension_numbers), _dot_transpose(g, rhs, lhs, swapped, swap_ans=True)
+
+
+_mixed_dot.defvjp(_mixed_dot_fwd, _mixed_dot_bwd)
+
+
+def mixed_precision_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **_):
+    """dot_general for every matmul of the model: float32 accumulation, bf16 kernels forward and backward.
 
     XLA:CPU runs bfloat16 x bfloat16 -> float32 dots on the bfloat16 units but
-    upcasts bfloat16 -> bfloat16 dots to float32 first (bench/RESULTS.md: about
-    2x); float32 accumulation is also what mixed precision wants everywhere.
+    upcasts bfloat16 -> bfloat16 dots, and the float32 x bfloat16 dots jax's
+    own transpose rule emits for the backward pass, to float32 first
+    (bench/RESULTS.md). So the forward asks for a float32 result and the
+    custom VJP casts the cotangent to the operands' dtype before its two dots,
+    as autocast does. The result has `preferred_element_type` if given, else
+    the operands' dtype. In float32 this is exactly `lax.dot_general`.
     """
-    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
-    return out.astype(jnp.result_type(lhs, rhs))
+    del precision
+    dtype = jnp.result_type(lhs, rhs)
+    out_dtype = jnp.dtype(preferred_element_type or dtype)
+    lhs, rhs = lhs.astype(dtype), rhs.astype(dtype)
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = (
+        tuple(tuple(int(d) for d in dims) for dims in pair) for pair in dimension_numbers
+    )
+    k = len(lhs_contract)
+    if not lhs_batch and lhs_contract == trailing_of(lhs, k) and rhs_contract in (tuple(range(k)), trailing_of(rhs, k)):
+        # a Dense-style contraction: run it as one 2-D matmul. XLA:CPU has no bf16 x bf16 -> f32 kernel for
+        # dots contracting several dimensions (the weight gradient of a [batch, length, features] input).
+        free_shape = lhs.shape[: lhs.ndim - k]
+        rhs_leading = rhs_contract == tuple(range(k))
+        out_shape = rhs.shape[k:] if rhs_leading else rhs.shape[: rhs.ndim - k]
+        contracted = int(np.prod(lhs.shape[lhs.ndim - k :]))
+        matrix = rhs.reshape((contracted, -1) if rhs_leading else (-1, contracted))
+        dims = (((1,), (0,) if rhs_leading else (1,)), ((), ()))
+        out = _mixed_dot(lhs.reshape(-1, contracted), matrix, dims, out_dtype)
+        return out.reshape(free_shape + out_shape)
+    dims = ((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))
+    return _mixed_dot(lhs, rhs, dims, out_dtype)
+
+
+def trailing_of(x: jax.Array, k: int) -> tuple[int, ...]:
+    """The last `k` dimension indices of `x`."""
+    return tuple(range(x.ndim - k, x.ndim))
 
 
 def dense(cfg, features: int, names: tuple[str, str], name: str) -> nn.Dense:
@@ -62,7 +135,7 @@ def dense(cfg, features: int, names: tuple[str, str], name: str) -> nn.Dense:
         param_dtype=jnp.float32,
         kernel_init=kernel_init(cfg, names),
         bias_init=zeros_init(names[1:]),
-        dot_general=f32_accumulating_dot_general,
+        dot_general=mixed_precision_dot_general,
         name=name,
     )
 

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.models.common import compute_dtype, dense, kernel_init, layer_norm
+from bert_jax.models.common import compute_dtype, dense, kernel_init, layer_norm, mixed_precision_dot_general
 
 
 class Embeddings(nn.Module):
@@ -49,4 +49,5 @@ class Embeddings(nn.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Logits over the vocabulary from the tied word table (the MLM decoder)."""
-        return self.word_embeddings.attend(x)
+        table = jnp.asarray(self.word_embeddings.embedding, x.dtype)
+        return mixed_precision_dot_general(x, table, (((x.ndim - 1,), (1,)), ((), ())))

@@ -20,6 +20,7 @@ import numpy as np
 from bert_jax.data.pipeline import build_pretraining_data, make_batch_iterator
 from bert_jax.errors import BertJaxError, ConfigError
 from bert_jax.models import build_model
+from bert_jax.objectives.losses import build_loss_fn
 from bert_jax.training import partitioning
 from bert_jax.training.checkpoints import Checkpointer
 from bert_jax.training.memory import check_fits
@@ -96,16 +97,15 @@ class Trainer:
         self.optimizer = make_optimizer(config)
         self.state_sharding = partitioning.replicated(self.mesh)
         self.batch_sharding = partitioning.batch_sharding(self.mesh)
-        step = make_train_step(
-            self.model, self.optimizer, self.schedule, config.pair_objective, config.grad_accum_steps
-        )
+        self.loss_fn = build_loss_fn(config, self.model)
+        step = make_train_step(self.loss_fn, self.optimizer, self.schedule, config.grad_accum_steps)
         self._train_jit = jax.jit(
             step,
             in_shardings=(self.state_sharding, self.batch_sharding),
             out_shardings=(self.state_sharding, self.state_sharding),
             donate_argnums=0,
         )
-        self._eval_step = jax.jit(make_eval_step(self.model, config.pair_objective))
+        self._eval_step = jax.jit(make_eval_step(self.loss_fn))
         self._init = jax.jit(self._init_state, out_shardings=self.state_sharding)
 
     def _init_state(self, rng: jax.Array) -> TrainState:
