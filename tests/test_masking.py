@@ -283,7 +283,7 @@ def test_input_is_not_modified_and_bad_arguments_raise(batch):
     run(ids, scheme="ngram", word_starts=starts)
     np.testing.assert_array_equal(ids, copy)
     with pytest.raises(ValueError, match="scheme"):
-        run(ids, scheme="span")
+        run(ids, scheme="no_such_scheme")
     with pytest.raises(ValueError, match="word_starts"):
         run(ids, scheme="whole_word", word_starts=starts[:, :5])
     with pytest.raises(ValueError, match="replace_probs"):

@@ -102,7 +102,7 @@ def params_to_hf(params: dict, family: FamilyMap, cfg: ml_collections.ConfigDict
     params = jax.tree.map(lambda a: np.asarray(a, dtype=np.float32), params)
     if not cfg.scan_layers and not cfg.share_layers:
         params = dict(params, encoder=stack_layer_params(params["encoder"], cfg.num_layers))
-    prefix = family.base_prefix if cfg.mlm_head else ""
+    prefix = family.base_prefix if any(family.architecture_key(cfg)) else ""  # a model with heads nests its base
     out = {}
     for rule in family.rules(cfg):
         value = np.asarray(_get(params, rule.path))

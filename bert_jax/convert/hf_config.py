@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from bert_jax.config_base import model_config
-from bert_jax.convert.name_maps import FAMILIES, FamilyMap
+from bert_jax.convert.name_maps import FAMILIES, HEAD_PARTS, FamilyMap
 from bert_jax.errors import CheckpointError
 
 # (hf field, bert_jax field)
@@ -39,9 +39,10 @@ def supported_architectures() -> list[str]:
 
 def _architecture_from_tensors(family: FamilyMap, tensor_names: set[str]) -> str:
     """For a config.json without `architectures`: the heads whose tensors the file holds."""
-    heads = {r.part: r.hf_name for r in family.rules(model_config(family=family.model_type))}
-    mlm = heads["mlm_head"] in tensor_names
-    return family.architectures[(mlm, mlm and heads["pair_head"] in tensor_names)]
+    every_head = model_config(family=family.model_type, **dict.fromkeys(HEAD_PARTS, True))
+    heads = {r.part: r.hf_name for r in family.rules(every_head)}
+    present = {flag: heads.get(flag) in tensor_names for flag in family.head_flags}  # RoBERTa has no pair head
+    return family.architectures[family.architecture_key(present)]
 
 
 def family_of(hf_config: dict, source: str, tensor_names: set[str] | None = None) -> tuple[FamilyMap, str]:
@@ -71,7 +72,6 @@ def family_of(hf_config: dict, source: str, tensor_names: set[str] | None = None
 def model_config_from_hf(hf_config: dict, source: str, tensor_names: set[str]) -> ml_collections.ConfigDict:
     """`config.model` for a Hugging Face config and the names of the tensors its file holds."""
     family, architecture = family_of(hf_config, source, tensor_names)
-    heads = {arch: key for key, arch in family.architectures.items()}[architecture]
     cfg = model_config(family=family.model_type)
     for hf_key, key in FIELDS:
         if hf_key in hf_config and hf_config[hf_key] is not None:
@@ -86,6 +86,7 @@ def model_config_from_hf(hf_config: dict, source: str, tensor_names: set[str]) -
     if position_type != "absolute":
         raise CheckpointError(f"{source}: position_embedding_type {position_type!r} is not supported (only 'absolute')")
     cfg.embedding_size = int(hf_config.get("embedding_size", cfg.hidden_size))
+    cfg.position_ids_from_padding = family.position_ids_from_padding
     if family.model_type == "albert":
         groups, inner = hf_config.get("num_hidden_groups", 1), hf_config.get("inner_group_num", 1)
         if inner != 1 or groups not in (1, cfg.num_layers):
@@ -95,10 +96,10 @@ def model_config_from_hf(hf_config: dict, source: str, tensor_names: set[str]) -
             )
         cfg.share_layers = groups == 1
         cfg.classifier_dropout_rate = float(hf_config.get("classifier_dropout_prob", 0.1))
-    cfg.mlm_head, cfg.pair_head = heads
-    pooler = next(r.hf_name for r in family.rules(cfg) if r.part == "pooler")
-    has_pooler = bool({pooler, family.base_prefix + pooler} & tensor_names)
-    cfg.use_pooler = has_pooler if heads == (False, False) else heads[1]
+    cfg.update(family.head_config(architecture))
+    poolers = {r.hf_name for r in family.rules(cfg) if r.part == "pooler"}  # ELECTRA has none
+    has_pooler = bool((poolers | {family.base_prefix + p for p in poolers}) & tensor_names)
+    cfg.use_pooler = cfg.pair_head if any(cfg[h] for h in HEAD_PARTS) else has_pooler
     return cfg
 
 
@@ -107,12 +108,28 @@ def hf_config_from_model(cfg: ml_collections.ConfigDict) -> dict:
     family = FAMILIES.get(cfg.family)
     if family is None:
         raise CheckpointError(f"model.family {cfg.family!r} has no Hugging Face layout; use one of {sorted(FAMILIES)}")
+    if cfg.position_ids_from_padding != family.position_ids_from_padding:
+        raise CheckpointError(
+            f"Hugging Face {family.model_type} numbers positions "
+            + ("after the padding id" if family.position_ids_from_padding else "from 0")
+            + f"; set model.position_ids_from_padding={family.position_ids_from_padding} or another model.family"
+        )
+    heads = family.architecture_key(cfg)
+    if heads not in family.architectures:
+        flags = ", ".join(f"{flag}={value}" for flag, value in zip(family.head_flags, heads))
+        raise CheckpointError(
+            f"Hugging Face {family.model_type} has no architecture with {flags} "
+            f"(it has {sorted(family.architectures.values())}); "
+            f"set model.{family.head_flags[1]}=False or model.{family.head_flags[0]}=False"
+        )
     out = {hf_key: cfg[key] for hf_key, key in FIELDS}
     out["model_type"] = family.model_type
-    out["architectures"] = [family.architectures[(bool(cfg.mlm_head), bool(cfg.mlm_head and cfg.pair_head))]]
+    out["architectures"] = [family.architectures[heads]]
     out["hidden_act"] = ACTIVATIONS_TO_HF[cfg.activation]
     out["position_embedding_type"] = "absolute"
-    if family.model_type == "albert":
+    if family.model_type == "electra":
+        out["embedding_size"] = cfg.embedding_size  # ElectraModel adds embeddings_project when it differs
+    elif family.model_type == "albert":
         out["embedding_size"] = cfg.embedding_size
         out["num_hidden_groups"] = 1 if cfg.share_layers else cfg.num_layers
         out["inner_group_num"] = 1

@@ -85,6 +85,8 @@ class FamilyMap:
     ignored: tuple[str, ...] = ()  # tensors that are buffers or tied copies
     tied_decoder: str = ""  # hf name of the decoder weight tied to the word table
     architectures: dict[tuple[bool, bool], str] = dataclasses.field(default_factory=dict)
+    position_ids_from_padding: bool = False  # RoBERTa: positions start after the padding id (config.model knob)
+    head_flags: tuple[str, str] = ("mlm_head", "pair_head")  # the config.model flags an architectures key names
 
     def rules(self, cfg) -> list[TensorRule]:
         """The tensor rules that apply to a model config (optional parts included or not)."""
@@ -95,6 +97,7 @@ class FamilyMap:
             "projection": cfg.embedding_size != cfg.hidden_size,
             "mlm_head": cfg.mlm_head,
             "pair_head": cfg.pair_head,
+            "rtd_head": cfg.get("rtd_head", False),
         }
         out = []
         for hf_module, path, kind, part in self.modules:
@@ -107,7 +110,24 @@ class FamilyMap:
         return out
 
     def is_head(self, rule: TensorRule) -> bool:
-        return rule.part in ("mlm_head", "pair_head")
+        return rule.part in HEAD_PARTS
+
+    def architecture_key(self, cfg) -> tuple[bool, bool]:
+        """The `architectures` key of a config's (or a {flag: bool} dict's) heads.
+
+        BERT's pair head is stored only with its MLM head (BertForPreTraining),
+        so without an MLM head it is left out, as before.
+        """
+        first, second = (bool(cfg.get(flag, False)) for flag in self.head_flags)
+        return (first, first and second) if self.head_flags[1] == "pair_head" else (first, second)
+
+    def head_config(self, architecture: str) -> dict[str, bool]:
+        """The config.model head flags of one of this family's architectures (every other head off)."""
+        key = {name: k for k, name in self.architectures.items()}[architecture]
+        return {**dict.fromkeys(HEAD_PARTS, False), **dict(zip(self.head_flags, key))}
+
+
+HEAD_PARTS = ("mlm_head", "pair_head", "rtd_head")  # parts that are heads; each is also a config.model flag
 
 
 def _bert_layer(i: int, cfg) -> int:
@@ -193,4 +213,50 @@ ALBERT = FamilyMap(
     },
 )
 
-FAMILIES: dict[str, FamilyMap] = {f.model_type: f for f in (BERT, ALBERT)}
+# RoBERTa is BERT's encoder under 'roberta.' with its own MLM head ('lm_head', no transform sub-module) and no
+# pair head; RobertaModel has a pooler, RobertaForMaskedLM none.
+ROBERTA = FamilyMap(
+    model_type="roberta",
+    base_prefix="roberta.",
+    modules=tuple(m for m in BERT.modules if m[3] in ("base", "layer", "pooler"))
+    + (
+        ("lm_head.dense", "mlm_head/transform", "dense", "mlm_head"),
+        ("lm_head.layer_norm", "mlm_head/layer_norm", "layer_norm", "mlm_head"),
+        ("lm_head.bias", "mlm_head/bias", "tensor", "mlm_head"),
+    ),
+    layer_index=_bert_layer,
+    aliases={"lm_head.bias": ("lm_head.decoder.bias",)},
+    ignored=("embeddings.position_ids", "lm_head.decoder.bias"),
+    tied_decoder="lm_head.decoder.weight",
+    architectures={(False, False): "RobertaModel", (True, False): "RobertaForMaskedLM"},
+    position_ids_from_padding=True,
+)
+
+# ELECTRA's discriminator and generator are BERT's encoder under 'electra.' with their own heads and, where
+# embedding_size != hidden_size, 'embeddings_project' outside the embeddings. One table serves both: the
+# discriminator is ElectraForPreTraining (RTD head), the generator ElectraForMaskedLM (MLM head tied to the
+# word table); neither has a pooler.
+ELECTRA = FamilyMap(
+    model_type="electra",
+    base_prefix="electra.",
+    modules=tuple(m for m in BERT.modules if m[3] in ("base", "layer"))
+    + (
+        ("embeddings_project", "embeddings/projection", "dense", "projection"),
+        ("discriminator_predictions.dense", "rtd_head/dense", "dense", "rtd_head"),
+        ("discriminator_predictions.dense_prediction", "rtd_head/prediction", "dense", "rtd_head"),
+        ("generator_predictions.dense", "mlm_head/transform", "dense", "mlm_head"),
+        ("generator_predictions.LayerNorm", "mlm_head/layer_norm", "layer_norm", "mlm_head"),
+        ("generator_lm_head.bias", "mlm_head/bias", "tensor", "mlm_head"),
+    ),
+    layer_index=_bert_layer,
+    ignored=("embeddings.position_ids",),
+    tied_decoder="generator_lm_head.weight",
+    architectures={
+        (False, False): "ElectraModel",
+        (True, False): "ElectraForMaskedLM",
+        (False, True): "ElectraForPreTraining",
+    },
+    head_flags=("mlm_head", "rtd_head"),
+)
+
+FAMILIES: dict[str, FamilyMap] = {f.model_type: f for f in (BERT, ALBERT, ROBERTA, ELECTRA)}

@@ -17,7 +17,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax.data import sources
+from bert_jax.data import multilingual, sources
+from bert_jax.data.bpe import VOCAB_FILE, train_byte_level_bpe
+from bert_jax.data.knowledge_units import parse_level_probs, unit_start_fn
 from bert_jax.data.pretraining import BatchIterator, Instances, create_instances
 from bert_jax.data.tokenizers import Tokenizer, load_tokenizer, train_sentencepiece
 from bert_jax.errors import ConfigError
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 def corpus_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     """The text files a tokenizer is trained on when none is given."""
+    if config.data.languages:  # lines sampled by smoothed language probabilities
+        return [multilingual.write_tokenizer_corpus(config, workdir)]
     if config.data.source == "sample":
         return [sources.write_sample_corpus(os.path.join(workdir, "sample_corpus.txt"))]
     if config.data.source == "text":
@@ -42,6 +46,11 @@ def corpus_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
 
 # The bundled sample corpus supports about 5,800 sentencepiece pieces; size configs ask for 30k.
 SAMPLE_VOCAB_LIMIT = 4096
+# tokenizer.kind -> (cache name in the workdir, the file that loads it, trainer(files, size, cache path))
+TRAINED_TOKENIZERS = {
+    "sentencepiece": ("tokenizer", lambda prefix: prefix + ".model", train_sentencepiece),
+    "bpe": ("bpe", lambda folder: os.path.join(folder, VOCAB_FILE), train_byte_level_bpe),  # + merges.txt
+}
 
 
 def get_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
@@ -59,20 +68,30 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
         if config.data.source == "sample" and size > SAMPLE_VOCAB_LIMIT:
             log.info("the sample corpus supports %d pieces, not %d; the model pads the rest", SAMPLE_VOCAB_LIMIT, size)
             size = SAMPLE_VOCAB_LIMIT
-        prefix = os.path.join(workdir, f"tokenizer-{size}")
-        if not os.path.isfile(prefix + ".model") and jax.process_index() == 0:
-            log.info("training a %d-piece sentencepiece tokenizer on the corpus", size)
-            train_sentencepiece(corpus_files(config, workdir), size, prefix)
+        kind = config.tokenizer.kind
+        if kind not in TRAINED_TOKENIZERS:
+            raise ConfigError(f"unknown tokenizer.kind {kind!r}; use one of {sorted(TRAINED_TOKENIZERS)}")
+        name, cached_file, train = TRAINED_TOKENIZERS[kind]
+        prefix = os.path.join(workdir, f"{name}-{size}")
+        if not os.path.isfile(cached_file(prefix)) and jax.process_index() == 0:
+            log.info("training a %d-token %s tokenizer on the corpus", size, kind)
+            coverage = {"character_coverage": config.tokenizer.character_coverage} if kind == "sentencepiece" else {}
+            train(corpus_files(config, workdir), size, prefix, **coverage)
         if jax.process_count() > 1:  # the other hosts wait for process 0's tokenizer (shared workdir)
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("bert_jax tokenizer trained")
-        tokenizer = load_tokenizer(prefix + ".model", **options)
+        tokenizer = load_tokenizer(cached_file(prefix), **options)
     n, v = tokenizer.vocab_size, config.model.vocab_size
     if n > v or (n != v and config.tokenizer.path):
         raise ConfigError(
             f"the tokenizer has {n} tokens but model.vocab_size is {v}; "
             f"pass --config.model.vocab_size={n} or a tokenizer of the model's vocabulary"
+        )
+    if config.model.position_ids_from_padding and tokenizer.pad_id != config.model.pad_token_id:
+        raise ConfigError(  # positions count from the padding id: a wrong one shifts every position
+            f"the tokenizer pads with id {tokenizer.pad_id} but model.pad_token_id is {config.model.pad_token_id}; "
+            f"pass --config.model.pad_token_id={tokenizer.pad_id}"
         )
     return tokenizer
 
@@ -107,8 +126,14 @@ class PretrainingData:
             mask_rate=m.rate,
             max_predictions=m.max_predictions,
             scheme=m.scheme,
-            word_starts=instances.word_starts[index],
+            # with a segmenter, 'whole_word' and 'ngram' group tokens into its words (Chinese-BERT-wwm)
+            word_starts=instances.unit_starts[index] >= 1 if m.segmenter else instances.word_starts[index],
+            unit_starts=instances.unit_starts[index],
+            unit_level_probs=parse_level_probs(m.unit_level_probs),
             max_ngram=m.max_ngram,
+            replace_probs=tuple(m.replace_probs),
+            max_span_length=m.max_span_length,
+            span_p=m.span_p,
         )
         return {
             **masked,
@@ -144,14 +169,17 @@ class PretrainingData:
 def build_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:
     """Reads, tokenizes and cuts this host's share of the corpus into instances."""
     tokenizer = get_tokenizer(config, workdir)
-    documents = sources.load_documents(config, workdir)
-    if config.data.eval_path:
+    documents = [] if config.data.languages else sources.load_documents(config, workdir)
+    if config.data.languages:  # read per language by multilingual.build_instances
+        train_docs = eval_docs = []
+    elif config.data.eval_path:
         eval_docs = sources.read_documents(sources.expand_paths(config.data.eval_path), config.data.line_format)[0]
         train_docs = documents
     else:
         n_eval = max(1, int(len(documents) * config.data.eval_fraction)) if len(documents) > 1 else 0
         train_docs, eval_docs = documents[: len(documents) - n_eval], documents[len(documents) - n_eval :] or documents
     shard = lambda docs: sources.host_shard(docs, jax.process_index(), jax.process_count())
+    units = unit_start_fn(tokenizer, config.masking)
     make = lambda docs, key: create_instances(
         tokenize_documents(shard(docs), tokenizer),
         max_seq_length=config.max_seq_length,
@@ -162,8 +190,13 @@ def build_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> P
         sep_id=tokenizer.sep_id,
         pad_id=tokenizer.pad_id,
         word_start_fn=tokenizer.word_starts,
+        pack_mode=config.data.pack_mode,
+        unit_start_fn=units,
     )
-    data = PretrainingData(make(train_docs, 10), make(eval_docs, 11), tokenizer, config)
+    if config.data.languages:
+        data = PretrainingData(*multilingual.build_instances(config, make), tokenizer, config)
+    else:
+        data = PretrainingData(make(train_docs, 10), make(eval_docs, 11), tokenizer, config)
     log.info(
         "%d training and %d evaluation sequences on this host", len(data.train.input_ids), len(data.eval.input_ids)
     )

@@ -40,7 +40,10 @@ class Instances:
     1 = swapped (`AlbertForPreTraining.sentence_order_label`); all 0 for 'none'.
     `word_starts` is True at tokens that begin a word (whole-word and n-gram
     masking group the tokens that follow into that word), False at [CLS],
-    [SEP] and padding.
+    [SEP] and padding. `unit_starts` is, per token, the coarsest level of
+    ERNIE's knowledge units (0 basic word, 1 phrase, 2 entity; see
+    `bert_jax.data.knowledge_units`) at which the token begins a unit, -1
+    where it begins none; without a `unit_start_fn` it is 0 at word starts.
     """
 
     input_ids: np.ndarray  # [N, L] int32
@@ -48,6 +51,7 @@ class Instances:
     attention_mask: np.ndarray  # [N, L] int32: 1 on tokens, 0 on padding
     pair_labels: np.ndarray  # [N] int32
     word_starts: np.ndarray  # [N, L] bool
+    unit_starts: np.ndarray  # [N, L] int8
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,6 +67,7 @@ class _Corpus:
 
     tokens: np.ndarray  # [T] int32
     word_starts: np.ndarray  # [T] bool
+    unit_starts: np.ndarray  # [T] int8
     bounds: list[int]  # [S + 1] token offsets of the sentences
     doc_bounds: list[int]  # [D + 1] sentence offsets of the documents
 
@@ -72,7 +77,9 @@ class _Corpus:
 
 
 def _flatten(
-    documents: Sequence[Sequence[Sequence[int]]], word_start_fn: Callable[[list[int]], Sequence[bool]] | None
+    documents: Sequence[Sequence[Sequence[int]]],
+    word_start_fn: Callable[[list[int]], Sequence[bool]] | None,
+    unit_start_fn: Callable[[list[int]], Sequence[int]] | None = None,
 ) -> _Corpus:
     """Drops empty sentences and documents (as BERT does) and flattens the rest into one array."""
     kept = [[list(s) for s in doc if len(s)] for doc in documents]
@@ -93,9 +100,15 @@ def _flatten(
         starts = np.fromiter(
             itertools.chain.from_iterable(_word_starts_of(s, word_start_fn) for s in sentences), dtype=bool, count=total
         )
+    if unit_start_fn is None:
+        units = np.where(starts, 0, -1).astype(np.int8)
+    else:
+        units = np.fromiter(
+            itertools.chain.from_iterable(_word_starts_of(s, unit_start_fn) for s in sentences), np.int8, count=total
+        )
     bounds = [0, *itertools.accumulate(lengths)]
     doc_bounds = [0, *itertools.accumulate(len(doc) for doc in kept)]
-    return _Corpus(tokens, starts, bounds, doc_bounds)
+    return _Corpus(tokens, starts, units, bounds, doc_bounds)
 
 
 def _word_starts_of(sentence: list[int], word_start_fn: Callable[[list[int]], Sequence[bool]]) -> Sequence[bool]:
@@ -229,9 +242,10 @@ def _with_document_separators(corpus: _Corpus, sep_id: int) -> tuple[_Corpus, li
     doc_ends = [corpus.bounds[s] for s in corpus.doc_bounds[1:-1]]
     tokens = np.insert(corpus.tokens, doc_ends, sep_id)
     starts = np.insert(corpus.word_starts, doc_ends, False)
+    units = np.insert(corpus.unit_starts, doc_ends, -1)
     sentence_doc = _sentence_documents(corpus)
     bounds = [b + sentence_doc[min(s, len(sentence_doc) - 1)] for s, b in enumerate(corpus.bounds)]
-    return _Corpus(tokens, starts, bounds, corpus.doc_bounds), sentence_doc
+    return _Corpus(tokens, starts, units, bounds, corpus.doc_bounds), sentence_doc
 
 
 def _packed_rows(corpus: _Corpus, max_num_tokens: int, pack_mode: str, sep_id: int):
@@ -277,6 +291,7 @@ def _assemble(corpus: _Corpus, rows, max_seq_length: int, cls_id: int, sep_id: i
         attention_mask=np.empty((n, max_seq_length), np.int32),
         pair_labels=labels.astype(np.int32),
         word_starts=np.empty((n, max_seq_length), bool),
+        unit_starts=np.empty((n, max_seq_length), np.int8),
     )
     pos = np.arange(max_seq_length)[None, :]
     for lo in range(0, n, _ASSEMBLE_CHUNK):
@@ -294,6 +309,7 @@ def _assemble(corpus: _Corpus, rows, max_seq_length: int, cls_id: int, sep_id: i
         out.token_type_ids[sl] = (pos >= la + 2) & (text | seps)
         out.attention_mask[sl] = pos < la + 2 + np.where(lb > 0, lb + 1, 0)
         out.word_starts[sl] = text & corpus.word_starts[src]
+        out.unit_starts[sl] = np.where(text, corpus.unit_starts[src], -1)
     return out
 
 
@@ -309,6 +325,7 @@ def create_instances(
     pad_id: int,
     word_start_fn: Callable[[list[int]], Sequence[bool]] | None = None,
     pack_mode: str = "full_sentences",
+    unit_start_fn: Callable[[list[int]], Sequence[int]] | None = None,
 ) -> Instances:
     """Cuts tokenized documents (documents -> sentences -> ids) into pretraining rows, in document order.
 
@@ -323,8 +340,10 @@ def create_instances(
 
     `word_start_fn(ids)` is called once per sentence and gives one flag per
     token (True where a word begins); without it every text token starts a
-    word. Shuffling is left to `BatchIterator`; static masking copies
-    (`dupe_factor`) are the caller's: call again with another `rng`.
+    word. `unit_start_fn(ids)` likewise gives each token's `unit_starts`
+    level (e.g. `bert_jax.data.knowledge_units.KnowledgeUnits`). Shuffling is
+    left to `BatchIterator`; static masking copies (`dupe_factor`) are the
+    caller's: call again with another `rng`.
     """
     if pair_objective not in PAIR_OBJECTIVES:
         raise ValueError(f"pair_objective must be one of {PAIR_OBJECTIVES}, got {pair_objective!r}")
@@ -335,7 +354,7 @@ def create_instances(
         raise ValueError(f"max_seq_length={max_seq_length} leaves no room for text; use at least {min_length}")
     if not 0.0 <= short_seq_prob <= 1.0:
         raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
-    corpus = _flatten(documents, word_start_fn)
+    corpus = _flatten(documents, word_start_fn, unit_start_fn)
     if pair_objective == "none":
         corpus, rows = _packed_rows(corpus, max_seq_length - 2, pack_mode, sep_id)
     else:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 HEADING = re.compile(r"^=( =)* .* =( =)*$")  # WikiText section headings: = Title =, = = Section = =, ...
 TOP_HEADING = re.compile(r"^= [^=].* =$")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour codes, as fortune files carry
+LINE_FORMATS = ("sentences", "paragraphs", "fortunes")
 
 
 @dataclasses.dataclass
@@ -64,15 +66,25 @@ def read_documents(paths: list[str], line_format: str = "sentences") -> tuple[li
     sentences at sentence-ending punctuation; a top-level heading (` = Title = `)
     starts a new document, so documents are articles and NSP/SOP pairs come
     from within an article. Files without headings make one document a file.
+    'fortunes' (the `fortune` program's files) has documents separated by a
+    line holding only '%', one sentence per non-empty line (a poem's verse, a
+    wrapped line of prose), terminal colour codes removed.
     """
-    if line_format not in ("sentences", "paragraphs"):
-        raise ConfigError(f"unknown data.line_format {line_format!r}; use 'sentences' or 'paragraphs'")
+    if line_format not in LINE_FORMATS:
+        raise ConfigError(f"unknown data.line_format {line_format!r}; use one of {LINE_FORMATS}")
     stats, documents = TextStats(), []
     for path in paths:
         current: list[str] = []
         for line in _decoded_lines(path, stats):
             text = line.strip()
-            if line_format == "paragraphs":
+            if line_format == "fortunes":
+                if text == "%":
+                    if current:
+                        documents.append(current)
+                    current = []
+                elif text := ANSI_ESCAPE.sub("", text).strip():
+                    current.append(text)
+            elif line_format == "paragraphs":
                 if TOP_HEADING.match(text):
                     if current:
                         documents.append(current)

@@ -590,22 +590,39 @@ class SentencePieceTokenizer(Tokenizer):
 # Loading and training
 # ---------------------------------------------------------------------------------------------------------------
 
-_DIRECTORY_FILES = (("spiece.model", SentencePieceTokenizer), ("vocab.txt", WordPieceTokenizer))
+
+def _byte_level_bpe() -> type[Tokenizer]:
+    from bert_jax.data.bpe import ByteLevelBPETokenizer  # bpe.py builds on this module: imported on use
+
+    return ByteLevelBPETokenizer
+
+
+# The file that identifies each kind in a folder, and its class (a function, so bpe.py is imported only on use).
+_DIRECTORY_FILES = (
+    ("spiece.model", lambda: SentencePieceTokenizer),
+    ("vocab.txt", lambda: WordPieceTokenizer),
+    ("vocab.json", _byte_level_bpe),
+)
 
 
 def load_tokenizer(path: str, **options) -> Tokenizer:
-    """The tokenizer stored at `path`: a sentencepiece `.model`, a WordPiece `vocab.txt`, or a folder with either.
+    """The tokenizer at `path`: a sentencepiece `.model`, a WordPiece `vocab.txt`, a byte-level BPE `vocab.json`
+    (merges.txt beside it), or a folder with one of them.
 
     `options` go to the tokenizer's constructor (e.g. `do_lower_case`).
     """
     if os.path.isdir(path):
-        for name, cls in _DIRECTORY_FILES:
+        for name, tokenizer_class in _DIRECTORY_FILES:
             if os.path.isfile(os.path.join(path, name)):
-                return _construct(cls, os.path.join(path, name), options)
+                return _construct(tokenizer_class(), os.path.join(path, name), options)
         names = [name for name, _ in _DIRECTORY_FILES]
         raise ConfigError(f"tokenizer folder {path!r} holds none of {names}; point at the model's tokenizer file")
     if not os.path.isfile(path):
-        raise ConfigError(f"tokenizer file {path!r} does not exist; pass a .model, a vocab.txt or a folder with one")
+        raise ConfigError(
+            f"tokenizer file {path!r} does not exist; pass a .model, a vocab.txt, a vocab.json or a folder with one"
+        )
+    if path.endswith(".json"):
+        return _construct(_byte_level_bpe(), path, options)
     cls = SentencePieceTokenizer if path.endswith(".model") else WordPieceTokenizer
     return _construct(cls, path, options)
 

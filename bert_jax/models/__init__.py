@@ -17,7 +17,16 @@ def _model_block(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def build_model(config: ml_collections.ConfigDict) -> BertModel:
-    """The flax module for a whole config (or its `model` block)."""
+    """The flax module for a whole config (or its `model` block).
+
+    A whole config with `objective='electra'` gives ELECTRA's joint
+    generator + discriminator (`models/electra.py`); its `model` block alone
+    gives the discriminator.
+    """
+    if "model" in config and config.get("objective") == "electra":
+        from bert_jax.models.electra import build_electra
+
+        return build_electra(config)
     return BertModel(ml_collections.FrozenConfigDict(_model_block(config)))
 
 
@@ -38,8 +47,19 @@ def param_shapes(model: BertModel) -> dict:
 
 
 def count_params(model: BertModel, include_heads: bool = False) -> int:
-    """Number of parameters; by default embeddings + encoder + pooler, as papers count them."""
+    """Number of parameters; by default embeddings + encoder + pooler, as papers count them.
+
+    Heads are left out wherever they sit (ELECTRA's joint model has them in
+    each tower).
+    """
     shapes = param_shapes(model)
     if not include_heads:
-        shapes = {k: v for k, v in shapes.items() if k not in ("mlm_head", "pair_head")}
+        shapes = _without_heads(shapes)
     return sum(int(x.size) for x in jax.tree.leaves(shapes))
+
+
+HEADS = ("mlm_head", "pair_head", "rtd_head", "sbo_head")
+
+
+def _without_heads(tree: dict) -> dict:
+    return {k: _without_heads(v) if isinstance(v, dict) else v for k, v in tree.items() if k not in HEADS}

@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.attention import attention_bias
+from bert_jax.models.common import dense
 from bert_jax.models.embeddings import Embeddings
 from bert_jax.models.encoder import Encoder
-from bert_jax.models.heads import MLMHead, PairHead, Pooler
+from bert_jax.models.heads import MLMHead, PairHead, Pooler, RTDHead, SpanBoundaryHead
 
 
 @flax.struct.dataclass
@@ -25,6 +26,27 @@ class EncoderOutput:
     pooled_output: jax.Array | None = None
     mlm_logits: jax.Array | None = None
     seq_relationship_logits: jax.Array | None = None
+    rtd_logits: jax.Array | None = None  # [batch, length], ELECTRA's discriminator: > 0 means "replaced"
+    sbo_logits: jax.Array | None = None  # [batch, predictions, vocab], SpanBERT's span-boundary objective
+
+
+def default_position_ids(input_ids: jax.Array, cfg) -> jax.Array:
+    """0, 1, 2, ... (BERT), or with `position_ids_from_padding` RoBERTa's fairseq numbering.
+
+    RoBERTa numbers real tokens from `pad_token_id + 1` and gives padding the
+    position `pad_token_id` (`transformers`' `create_position_ids_from_input_ids`),
+    so its checkpoints need `max_position_embeddings = max length + pad_token_id + 1`.
+    """
+    if not cfg.position_ids_from_padding:
+        return jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(real, axis=-1) * real + cfg.pad_token_id
+
+
+def max_sequence_length(cfg) -> int:
+    """The longest input the position table covers without `position_ids` (RoBERTa loses pad_token_id + 1)."""
+    offset = cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0
+    return cfg.max_position_embeddings - offset
 
 
 class BertModel(nn.Module):
@@ -35,9 +57,19 @@ class BertModel(nn.Module):
     With `masked_positions` [batch, predictions], MLM logits are computed only
     at those positions, as BERT's pretraining does: the vocabulary projection
     is then a small part of the step instead of the largest matmul.
+
+    With `model.sbo_head` (SpanBERT), `span_left`, `span_right` and
+    `span_offset` [batch, predictions] (from the 'span' masking) give the
+    span-boundary logits of each masked slot; without them (and outside
+    `init`) the head is not run.
+
+    `shared_embeddings` (ELECTRA) is an `Embeddings` owned by a parent module
+    and used by several encoders; it stops at `embedding_size`, and each
+    encoder projects to its own `hidden_size` (`embeddings_project`).
     """
 
     config: object  # FrozenConfigDict of config.model
+    shared_embeddings: nn.Module | None = None
 
     @nn.compact
     def __call__(
@@ -49,6 +81,9 @@ class BertModel(nn.Module):
         deterministic: bool = True,
         mask_kind: str = "padding",
         masked_positions: jax.Array | None = None,
+        span_left: jax.Array | None = None,
+        span_right: jax.Array | None = None,
+        span_offset: jax.Array | None = None,
     ) -> EncoderOutput:
         cfg = self.config
         if attention_mask is None:
@@ -56,9 +91,12 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-        embeddings = Embeddings(cfg, name="embeddings")
+            position_ids = default_position_ids(input_ids, cfg)
+        shared = self.shared_embeddings is not None
+        embeddings = self.shared_embeddings if shared else Embeddings(cfg, name="embeddings")
         x = embeddings(input_ids, token_type_ids, position_ids, deterministic)
+        if shared and cfg.embedding_size != cfg.hidden_size:
+            x = dense(cfg, cfg.hidden_size, ("embed", "mlp"), "embeddings_project")(x)
         bias = attention_bias(attention_mask, mask_kind, token_type_ids, dtype=jnp.float32)
         x = Encoder(cfg, deterministic, name="encoder")(x, bias)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -73,4 +111,14 @@ class BertModel(nn.Module):
                 raise ValueError("model.pair_head needs model.use_pooler=True (it classifies the pooled output)")
             logits = PairHead(cfg, deterministic, name="pair_head")(out.pooled_output)
             out = out.replace(seq_relationship_logits=logits)
+        if cfg.rtd_head:
+            out = out.replace(rtd_logits=RTDHead(cfg, name="rtd_head")(x))
+        if cfg.sbo_head and (span_left is not None or self.is_initializing()):
+            if span_left is None:  # init: one dummy slot creates the parameters
+                span_left = span_right = span_offset = jnp.zeros((x.shape[0], 1), jnp.int32)
+            at = lambda positions: jnp.take_along_axis(x, positions[..., None], axis=1)  # noqa: E731
+            logits = SpanBoundaryHead(cfg, name="sbo_head")(
+                at(span_left), at(span_right), span_offset, embeddings.attend
+            )
+            out = out.replace(sbo_logits=logits)
         return out

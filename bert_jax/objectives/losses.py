@@ -80,15 +80,31 @@ def masked_lm_loss_fn(config: ml_collections.ConfigDict, model) -> LossFn:
 
     BERT, ALBERT, RoBERTa (pair_objective 'none') and the knowledge-masking
     variants all train with this; they differ only in data and masking.
+    With `model.sbo_head` (SpanBERT) the span-boundary cross-entropy on the
+    same masked tokens is added (`sbo_loss`, `sbo_accuracy`), as the paper sums
+    the two losses.
     """
     pair_objective = config.pair_objective
+    sbo = config.model.sbo_head
+    if sbo and config.masking.scheme != "span":
+        raise ConfigError(
+            f"model.sbo_head needs span boundaries from --config.masking.scheme=span, not {config.masking.scheme!r}"
+        )
+    span_args = ("span_left", "span_right", "span_offset") if sbo else ()
 
     def loss_fn(params, batch, rng, totals=None):
         totals = count_totals(batch) if totals is None else totals
-        out = apply_model(model, params, batch, rng, masked_positions=batch["masked_positions"])
+        spans = {k: batch[k] for k in span_args}
+        out = apply_model(model, params, batch, rng, masked_positions=batch["masked_positions"], **spans)
         loss, metrics = classification_terms(
             out.mlm_logits, batch["masked_ids"], batch["masked_weights"], totals["masked"], "mlm"
         )
+        if sbo:
+            sbo_loss, sbo_metrics = classification_terms(
+                out.sbo_logits, batch["masked_ids"], batch["masked_weights"], totals["masked"], "sbo"
+            )
+            loss = loss + sbo_loss
+            metrics.update(sbo_metrics)
         if pair_objective != "none":
             labels = batch["pair_labels"]
             pair_loss, pair_metrics = classification_terms(
@@ -102,8 +118,15 @@ def masked_lm_loss_fn(config: ml_collections.ConfigDict, model) -> LossFn:
     return loss_fn
 
 
+def _electra_loss_fn(config: ml_collections.ConfigDict, model) -> LossFn:
+    from bert_jax.objectives.electra import electra_loss_fn  # imports this module's helpers
+
+    return electra_loss_fn(config, model)
+
+
 LOSS_BUILDERS: dict[str, Callable[[ml_collections.ConfigDict, object], LossFn]] = {
     "mlm": masked_lm_loss_fn,
+    "electra": _electra_loss_fn,  # generator MLM + 50 x replaced-token detection (objectives/electra.py)
 }
 
 

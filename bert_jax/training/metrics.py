@@ -12,7 +12,16 @@ import os
 import time
 
 log = logging.getLogger(__name__)
-CONSOLE_METRICS = ("loss", "mlm_accuracy", "nsp_accuracy", "sop_accuracy", "eval_loss", "eval_mlm_accuracy")
+CONSOLE_METRICS = (
+    "loss",
+    "mlm_accuracy",
+    "nsp_accuracy",
+    "sop_accuracy",
+    "rtd_accuracy",
+    "eval_loss",
+    "eval_mlm_accuracy",
+    "eval_rtd_accuracy",
+)
 
 
 class MetricsWriter:

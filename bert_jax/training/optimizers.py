@@ -39,10 +39,11 @@ def decay_mask(params) -> dict:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The optimizer named by `config.optimizer` with the schedule, decay mask and clipping."""
     schedule = learning_rate_schedule(config)
+    moments = dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
     if config.optimizer == "adamw":
-        opt = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=config.weight_decay, mask=decay_mask)
+        opt = optax.adamw(schedule, **moments, weight_decay=config.weight_decay, mask=decay_mask)
     elif config.optimizer == "lamb":
-        opt = optax.lamb(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=config.weight_decay, mask=decay_mask)
+        opt = optax.lamb(schedule, **moments, weight_decay=config.weight_decay, mask=decay_mask)
     else:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; use 'adamw' or 'lamb'")
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt) if config.max_grad_norm else opt

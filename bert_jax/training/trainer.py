@@ -20,7 +20,9 @@ import numpy as np
 from bert_jax.data.pipeline import build_pretraining_data, make_batch_iterator
 from bert_jax.errors import BertJaxError, ConfigError
 from bert_jax.models import build_model
+from bert_jax.models.bert import max_sequence_length
 from bert_jax.objectives.losses import build_loss_fn
+from bert_jax.objectives.masking import SPAN_KEYS
 from bert_jax.training import partitioning
 from bert_jax.training.checkpoints import Checkpointer
 from bert_jax.training.memory import check_fits
@@ -54,9 +56,12 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def abstract_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+    """The arrays of a training batch (`PretrainingData.masked`), as the jitted step expects them."""
     b, n, p = config.batch_size, config.max_seq_length, config.masking.max_predictions
     i32 = jnp.int32
+    span_keys = SPAN_KEYS if config.masking.scheme == "span" else ()  # boundaries and offsets of span masking
     return {
+        **{k: jax.ShapeDtypeStruct((b, p), i32) for k in span_keys},
         "input_ids": jax.ShapeDtypeStruct((b, n), i32),
         "attention_mask": jax.ShapeDtypeStruct((b, n), i32),
         "token_type_ids": jax.ShapeDtypeStruct((b, n), i32),
@@ -74,10 +79,11 @@ def _validate(config: ml_collections.ConfigDict, mesh) -> None:
             f"batch_size {config.batch_size} must divide evenly over {batch_devices} batch devices "
             f"x {config.grad_accum_steps} accumulation steps"
         )
-    if config.max_seq_length > config.model.max_position_embeddings:
+    if config.max_seq_length > max_sequence_length(config.model):
+        offset = config.model.max_position_embeddings - max_sequence_length(config.model)
         raise ConfigError(
             f"max_seq_length {config.max_seq_length} exceeds model.max_position_embeddings "
-            f"{config.model.max_position_embeddings}"
+            f"{config.model.max_position_embeddings}" + (f" less RoBERTa's position offset {offset}" if offset else "")
         )
     if config.pair_objective not in ("nsp", "sop", "none"):
         raise ConfigError(f"unknown pair_objective {config.pair_objective!r}; use 'nsp', 'sop' or 'none'")
