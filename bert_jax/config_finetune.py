@@ -1,0 +1,44 @@
+"""The config tree of a fine-tuning run (`configs/finetune/*.py` call `finetune_config`).
+
+Same shape as a pretraining config where they overlap (optimizer, schedule,
+mesh, logging, checkpoints: the trainer pieces are shared); the model block
+comes from the checkpoint named by `init_from` (a Hugging Face folder or a
+bert_jax workdir/checkpoint), or from `config.model` when `init_from` is
+empty (random weights: tests and smoke runs).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from bert_jax.config_base import base_config, model_config
+
+
+def finetune_config(task: str, **overrides) -> ml_collections.ConfigDict:
+    """Fine-tuning defaults (BERT's GLUE recipe: AdamW 2e-5, batch 32, 3 epochs, 10% warmup) for `task`."""
+    finetune = overrides.pop("finetune", {})
+    data = overrides.pop("data", {})
+    c = base_config(model_config(), task="finetune", batch_size=32, learning_rate=2e-5, warmup_steps=0)
+    c.init_from = ""  # Hugging Face checkpoint folder, or a bert_jax workdir / workdir/checkpoints/<step>
+    c.max_seq_length = 128
+    c.total_steps = 0  # 0: num_epochs over the training set
+    c.eval_every = 0  # 0: once per epoch
+    c.checkpoint_every = 0  # 0: with every evaluation
+    c.log_every = 50
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.task = task  # a key of bert_jax.tasks.TASKS
+    c.finetune.num_epochs = 3.0
+    c.finetune.warmup_fraction = 0.1  # of the total steps; used when warmup_steps is 0
+    c.finetune.layerwise_lr_decay = 1.0  # ELECTRA: < 1 scales layer l's rate by decay ** (L - l)
+    c.finetune.head_dropout = 0.1  # dropout on the head's input
+    c.finetune.reinit_head = False  # True: a checkpoint head of another size is replaced by a fresh one
+    c.finetune.best_metric = ""  # the dev metric that picks the kept checkpoint; empty: the task's first
+    c.finetune.seeds = "0"  # comma-separated; one run per seed, with each score, the median and the max
+    c.finetune.bucket_lengths = True  # batches of similar lengths, padded to their own longest row
+    c.finetune.max_eval_examples = 0  # 0: the whole dev set
+    c.finetune.max_train_examples = 0  # 0: the whole training set
+    c.finetune.update(finetune)
+    c.data.dir = ""  # the task's data folder (GLUE TSV layout, SQuAD json, CoNLL files, ...)
+    c.data.update(data)
+    c.update(overrides)
+    return c
