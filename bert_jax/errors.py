@@ -15,3 +15,7 @@ class ConfigError(BertJaxError, ValueError):
 
 class CheckpointError(BertJaxError, ValueError):
     """A checkpoint cannot be read: missing files, tensors or wrong shapes."""
+
+
+class DataError(BertJaxError, ValueError):
+    """A data file cannot be used: a missing column, an unknown label, a malformed line."""

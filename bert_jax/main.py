@@ -54,8 +54,12 @@ def main(argv) -> None:
             from bert_jax.training.trainer import train
 
             train(config, workdir)
+        elif config.task == "finetune":
+            from bert_jax.training.finetune import finetune
+
+            finetune(config, workdir)
         else:
-            raise BertJaxError(f"unknown task {config.task!r}; this version runs 'pretrain'")
+            raise BertJaxError(f"unknown task {config.task!r}; use 'pretrain' or 'finetune'")
     except BertJaxError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)

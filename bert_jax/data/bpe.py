@@ -87,6 +87,11 @@ class ByteLevelBPETokenizer(Tokenizer):
     def _encode_chunk(self, text: str) -> list[int]:
         return self._rust.encode(text, add_special_tokens=False).ids
 
+    def _encode_chunk_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The Rust tokenizer's own character spans (a 'Ġ' token's span includes the space before it)."""
+        encoding = self._rust.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self._tokens[i] for i in ids]
 

@@ -69,6 +69,42 @@ class Tokenizer(ABC):
                 ids.append(literal_id)
         return ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode(text)` plus, per token, the [start, end) character span of `text` it came from.
+
+        Span tasks (SQuAD) label answers by character offsets and must map
+        predicted tokens back to the original text, whose characters the
+        normalisation (lower-casing, accent stripping) changes.
+        """
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        position = 0
+        for chunk, literal_id in self._splitter.split(text):
+            if literal_id is None:
+                chunk_ids, chunk_offsets = self._encode_chunk_with_offsets(chunk)
+                ids.extend(chunk_ids)
+                offsets.extend((start + position, end + position) for start, end in chunk_offsets)
+            else:
+                ids.append(literal_id)
+                offsets.append((position, position + len(chunk)))
+            position += len(chunk)
+        return ids, offsets
+
+    def _encode_chunk_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Word-granular fallback: each whitespace-separated word is encoded alone and its tokens get its span.
+
+        Gives `encode`'s ids for tokenizers that split at whitespace before
+        anything else (SentencePiece here); subclasses that can say which
+        characters each sub-word covers override it (WordPiece, byte-level BPE).
+        """
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for match in re.finditer(r"\S+", text):
+            word_ids = self._encode_chunk(match.group())
+            ids.extend(word_ids)
+            offsets.extend([match.span()] * len(word_ids))
+        return ids, offsets
+
     @abstractmethod
     def _encode_chunk(self, text: str) -> list[int]:
         """Ids of text that holds no literal special token."""
@@ -318,6 +354,7 @@ class WordPieceTokenizer(Tokenizer):
         self._clean = _CharTable(self._clean_char)
         self._drop_marks = _CharTable(lambda c: "" if _is_nonspacing_mark(c) else c)
         self._space_punct = _CharTable(lambda c: f" {c} " if _is_punctuation(c) else c)
+        self._offset_chars = _CharTable(self._normalize_char)
         self._word_cache = _WordCache()
         self._starts = [not t.startswith("##") for t in self._tokens]
 
@@ -363,6 +400,38 @@ class WordPieceTokenizer(Tokenizer):
         for word in self.basic_tokenize(text):
             ids.extend(self._word_cache.get_or_compute(word, self._wordpiece))
         return ids
+
+    def _normalize_char(self, char: str) -> str:
+        """`basic_tokenize`'s rewriting of one character (clean, NFD + drop marks, lower, space punctuation)."""
+        text = char.translate(self._clean)
+        if self.strip_accents:
+            text = unicodedata.normalize("NFD", text).translate(self._drop_marks)
+        if self.do_lower_case:
+            text = _lowercase(text)
+        return text.translate(self._space_punct)
+
+    def _encode_chunk_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Sub-word spans: every step of `basic_tokenize` works character by character, so the normalised text
+        is built per original character, remembering where each normalised character came from."""
+        pieces = [self._offset_chars[ord(c)] for c in text]
+        origin = [i for i, piece in enumerate(pieces) for _ in piece]
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for match in re.finditer(r"\S+", "".join(pieces)):
+            word_start, word_end = match.span()
+            word_ids = self._word_cache.get_or_compute(match.group(), self._wordpiece)
+            if word_ids == [self.unk_id]:
+                ids.append(self.unk_id)
+                offsets.append((origin[word_start], origin[word_end - 1] + 1))
+                continue
+            cursor = word_start
+            for token_id in word_ids:
+                token = self._tokens[token_id]
+                length = len(token) - 2 if cursor > word_start else len(token)  # '##' is no character of the text
+                ids.append(token_id)
+                offsets.append((origin[cursor], origin[cursor + length - 1] + 1))
+                cursor += length
+        return ids, offsets
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self._tokens[i] for i in ids]

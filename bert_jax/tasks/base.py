@@ -82,6 +82,14 @@ class Task(abc.ABC):
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
         """Mean loss over the batch's real rows (`batch['row_weights']` is 0 on padding rows) and its metrics."""
 
+    def loss_weight(self, batch: dict[str, jax.Array]) -> jax.Array:
+        """What `loss` averages over in `batch` (its real rows; token tasks: their labelled tokens).
+
+        Under gradient accumulation the trainer weighs each micro-batch's
+        mean loss by its share of this count, so the sum is the global batch's mean.
+        """
+        return batch["row_weights"].astype(jax.numpy.float32).sum()
+
     @abc.abstractmethod
     def predict(self, outputs: dict[str, np.ndarray], features: Features, examples: Sequence[Any]) -> list[Any]:
         """One prediction per example from the head's outputs over all rows of `features` (numpy)."""

@@ -21,6 +21,13 @@ CONSOLE_METRICS = (
     "eval_loss",
     "eval_mlm_accuracy",
     "eval_rtd_accuracy",
+    "accuracy",  # fine-tuning: the train batch's, then the dev set's official metrics
+    "eval_accuracy",
+    "eval_f1",
+    "eval_mcc",
+    "eval_pearson",
+    "eval_spearman",
+    "eval_exact_match",
 )
 
 

@@ -7,7 +7,9 @@ optimizer update per global batch, whatever the number of micro-batches).
 
 from __future__ import annotations
 
+import jax
 import ml_collections
+import numpy as np
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
@@ -47,3 +49,45 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     else:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; use 'adamw' or 'lamb'")
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt) if config.max_grad_norm else opt
+
+
+def layerwise_lr_scales(params, model_cfg, decay: float):
+    """Per-parameter learning-rate factors of ELECTRA's layer-wise decay, as a tree shaped like `params`.
+
+    With L layers: the heads and the pooler (the "layer" above the stack) get
+    the full rate, encoder layer l (0 = bottom) gets decay ** (L - l), and
+    the embeddings (and ALBERT/ELECTRA's embedding projection) decay ** (L + 1).
+    A scanned stack keeps its layers on a leading axis of one array, so its
+    factor is a [L, 1, ...] array that broadcasts over that axis. A shared
+    (ALBERT) stack is one set of weights used by every layer: it gets the
+    top layer's decay ** 1.
+    """
+    layers = model_cfg.num_layers
+    per_layer = decay ** (layers - np.arange(layers, dtype=np.float32))
+
+    def scale(path, leaf):
+        keys = [str(getattr(k, "key", k)) for k in path]
+        if "embeddings" in keys or "embeddings_project" in keys:
+            return np.float32(decay ** (layers + 1))
+        if "encoder" in keys:
+            name = keys[keys.index("encoder") + 1]
+            if name.startswith("layers_"):  # unrolled stack
+                return np.float32(per_layer[int(name.split("_")[1])])
+            if model_cfg.share_layers:
+                return np.float32(decay)
+            return per_layer.reshape((layers,) + (1,) * (np.ndim(leaf) - 1))
+        return np.float32(1.0)
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def with_layerwise_decay(optimizer: optax.GradientTransformation, model_cfg, decay: float):
+    """`optimizer` whose updates are scaled by `layerwise_lr_scales` (the rate enters AdamW linearly)."""
+    if decay == 1.0:
+        return optimizer
+
+    def scale_updates(updates, state, params=None):
+        scales = layerwise_lr_scales(updates, model_cfg, decay)
+        return jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, scales), state
+
+    return optax.chain(optimizer, optax.GradientTransformation(lambda params: optax.EmptyState(), scale_updates))

@@ -27,10 +27,15 @@ class TrainState:
     rng: jax.Array
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule, accum_steps: int):
+def make_train_step(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule, accum_steps: int, totals_fn=count_totals
+):
     """A pure function (state, batch) -> (state, metrics) to be jitted with shardings.
 
     `loss_fn(params, batch, rng, totals)` is the objective's (objectives/losses.py).
+    `totals_fn(batch)` gives the global-batch denominators handed to every
+    micro-batch's loss under accumulation (pretraining's `count_totals`;
+    fine-tuning passes its task's).
     """
 
     def grads_of(params, batch, rng, totals=None):
@@ -41,7 +46,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
         if accum_steps == 1:
             grads, metrics = grads_of(state.params, batch, dropout_rng)
         else:
-            totals = count_totals(batch)
+            totals = totals_fn(batch)
             micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
             rngs = jax.random.split(dropout_rng, accum_steps)
 

@@ -38,6 +38,17 @@ class NonFiniteLossError(BertJaxError, FloatingPointError):
     """The loss became NaN or infinite; training stopped without saving the bad state."""
 
 
+def check_finite(loss: float, step: int, checkpointer: Checkpointer) -> None:
+    """Stops a run whose loss is NaN or infinite, naming the step and the last good checkpoint."""
+    if not np.isfinite(loss):
+        last = checkpointer.steps()
+        raise NonFiniteLossError(
+            f"loss is {loss} at step {step}; stopped without saving. The last good checkpoint is "
+            + (f"step {last[-1]} in {checkpointer.directory}" if last else "none (no checkpoint yet)")
+            + "; lower --config.learning_rate or check the data, then rerun to resume from it"
+        )
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Creates the workdir and records the config there; a clear error when it cannot be written."""
     try:
@@ -165,14 +176,7 @@ class Trainer:
                 batch = partitioning.global_batch(data.train_batch(index, step, iterator.epoch), self.mesh)
                 state, metrics = self._train_step(state, batch)
                 step += 1
-                loss = float(metrics["loss"])
-                if not np.isfinite(loss):
-                    last = checkpointer.steps()
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {step}; stopped without saving. The last good checkpoint is "
-                        + (f"step {last[-1]} in {checkpointer.directory}" if last else "none (no checkpoint yet)")
-                        + "; lower --config.learning_rate or check the data, then rerun to resume from it"
-                    )
+                check_finite(float(metrics["loss"]), step, checkpointer)
                 record, rate = {}, 0.0
                 if step % config.log_every == 0 or step == config.total_steps:
                     rate = writer.steps_per_sec(step)

@@ -1,0 +1,382 @@
+"""The fine-tuning loop: a task's data and head on a pretrained encoder, with the pretraining trainer's pieces.
+
+The same train step (steps.py, with the task's loss and its accumulation
+denominators), optimizer (plus ELECTRA's layer-wise decay), Checkpointer,
+MetricsWriter, mesh and SIGTERM/NaN handling as `training/trainer.py`.
+What is particular to fine-tuning: epochs become steps, batches are
+length-bucketed and padded to their own longest row (finetune_data.py), the
+dev set is evaluated every `eval_every` steps with the task's official
+metrics and the best parameters are kept in `DIR/best`, and the end of a run
+writes `eval_results.json` and `predictions.*` from those best parameters.
+`finetune.seeds="1,2,3"` runs once per seed in `DIR/seed_<s>` and reports
+each seed's scores, their median and their max. `finetune.tasks="sst2,mrpc,cola"`
+trains several tasks on one encoder (MT-DNN, `multitask.py`, a subclass:
+loss, evaluation and outputs take the head's name).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bert_jax.errors import ConfigError
+from bert_jax.models.task_model import SINGLE_HEAD, build_task_model
+from bert_jax.tasks import get_task
+from bert_jax.tasks.base import Features, Task
+from bert_jax.training import partitioning
+from bert_jax.training.checkpoints import Checkpointer
+from bert_jax.training.finetune_data import TrainOrder, eval_batches, local_rows, subset
+from bert_jax.training.finetune_init import graft, load_init, task_tokenizer, to_numpy
+from bert_jax.training.metrics import MetricsWriter
+from bert_jax.training.optimizers import learning_rate_schedule, make_optimizer, with_layerwise_decay
+from bert_jax.training.steps import TrainState, make_train_step
+from bert_jax.training.trainer import _SigtermFlag, _validate, check_finite, prepare_workdir
+
+log = logging.getLogger(__name__)
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+RESULTS_FILE = "eval_results.json"
+
+
+class FineTuner:
+    """One seed's run of one task in one workdir."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None):
+        self.config, self.workdir = config, workdir
+        self.tasks = self._make_tasks()  # {head name: task}; one ("head") unless multi-task (multitask.py)
+        self.task = next(iter(self.tasks.values()))
+        model_cfg, loaded, saved = load_init(config)
+        config.model = ml_collections.ConfigDict(model_cfg.to_dict())
+        self.mesh = partitioning.make_mesh(config, devices)
+        _validate(config, self.mesh)
+        self.tokenizer = task_tokenizer(config, saved)
+        self.heads = tuple((name, task.head, task.num_labels) for name, task in self.tasks.items())
+        self.model = build_task_model(config.model, self.heads, config.finetune.head_dropout)
+        self._loaded = loaded
+        self._load_data()
+        self._set_schedule()
+        self.schedule = learning_rate_schedule(config)
+        self.optimizer = with_layerwise_decay(make_optimizer(config), config.model, config.finetune.layerwise_lr_decay)
+        self.replicated = partitioning.replicated(self.mesh)
+        self.batch_sharding = partitioning.batch_sharding(self.mesh)
+        self._train_step = self._jit_train_step(self._train_step_fn())
+        self._eval_step = jax.jit(self._eval_outputs, static_argnames="head")
+
+    def _make_tasks(self) -> dict[str, Task]:
+        return {SINGLE_HEAD: get_task(self.config)}
+
+    def _task_of(self, head: str | None) -> Task:
+        return self.task if head is None else self.tasks[head]
+
+    def _train_step_fn(self, head: str | None = None):
+        """The (unjitted) train step on the loss of `head`'s task; None: the single task's."""
+        return make_train_step(
+            functools.partial(self.loss_fn, head=head),
+            self.optimizer,
+            self.schedule,
+            self.config.grad_accum_steps,
+            totals_fn=functools.partial(self.totals, head=head),
+        )
+
+    def _jit_train_step(self, step):
+        return jax.jit(
+            step,
+            in_shardings=(self.replicated, self.batch_sharding),
+            out_shardings=(self.replicated, self.replicated),
+            donate_argnums=0,
+        )
+
+    # -- data ------------------------------------------------------------------------------------------------------
+    def _task_data(self, task: Task) -> tuple[Features, dict[str, tuple[list, Features]]]:
+        """(training features, {dev split: (examples, features)}) of `task`, cut to the max_*_examples limits."""
+        c, n = self.config, self.config.max_seq_length
+        train = subset(task.read("train"), c.finetune.max_train_examples)
+        train_features = task.featurize(train, self.tokenizer, n)
+        eval_sets = {}
+        for split in task.splits[1:]:
+            examples = subset(task.read(split), c.finetune.max_eval_examples)
+            eval_sets[split] = (examples, task.featurize(examples, self.tokenizer, n))
+        log.info(
+            "%s: %d training rows, %s",
+            task.name,
+            len(train_features),
+            ", ".join(f"{s}: {len(f)} rows" for s, (_, f) in eval_sets.items()),
+        )
+        return train_features, eval_sets
+
+    def _load_data(self) -> None:
+        c = self.config
+        self.train_features, self.eval_sets = self._task_data(self.task)
+        self.order = TrainOrder(self.train_features, c.batch_size, c.seed, c.finetune.bucket_lengths)
+
+    def _eval_sets_of(self, head: str | None) -> dict[str, tuple[list, Features]]:
+        return self.eval_sets
+
+    def _set_schedule(self) -> None:
+        """Epochs -> total_steps, warmup fraction -> warmup_steps, 0 -> once per epoch for evaluation."""
+        c, per_epoch = self.config, self.order.steps_per_epoch
+        if not c.total_steps:
+            c.total_steps = max(math.ceil(c.finetune.num_epochs * per_epoch), 1)
+        if not c.warmup_steps:
+            c.warmup_steps = int(round(c.finetune.warmup_fraction * c.total_steps))
+        if not c.eval_every:
+            c.eval_every = per_epoch
+        if not c.checkpoint_every:
+            c.checkpoint_every = c.eval_every
+
+    # -- model and loss --------------------------------------------------------------------------------------------
+    def _apply(self, params, batch, rng, head: str | None = None):
+        deterministic = rng is None
+        return self.model.apply(
+            {"params": params},
+            *(batch[k] for k in INPUTS),
+            deterministic=deterministic,
+            head=head,
+            rngs=None if deterministic else {"dropout": rng},
+        )
+
+    def loss_fn(self, params, batch, rng, totals=None, head: str | None = None):
+        """The loss of `head`'s task (None: the single task) on `batch`; the other heads are not run."""
+        task = self._task_of(head)
+        loss, metrics = task.loss(self._apply(params, batch, rng, head), batch)
+        if totals is not None:  # a micro-batch: its share of the global batch's mean
+            share = task.loss_weight(batch) / totals["weight"]
+            loss, metrics = loss * share, {k: v * share for k, v in metrics.items()}
+        return loss, dict(metrics, loss=loss)
+
+    def totals(self, batch, head: str | None = None) -> dict:
+        return {"weight": jnp.maximum(self._task_of(head).loss_weight(batch), 1e-9)}
+
+    def _eval_outputs(self, params, batch, head: str | None = None):
+        task = self._task_of(head)
+        outputs = self._apply(params, batch, None, head)
+        loss, _ = task.loss(outputs, batch)
+        return outputs, loss * task.loss_weight(batch), task.loss_weight(batch)
+
+    def init_state(self, seed: int) -> TrainState:
+        init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+        dummy = jnp.zeros((1, 8), jnp.int32)
+        first_head, first_kind, _ = self.heads[0]
+        if first_kind == "choice":
+            dummy = dummy[:, None]
+        params = to_numpy(nn.meta.unbox(self.model.init(init_rng, dummy, head=first_head)["params"]))
+        params = graft(params, self._loaded, self.config.finetune.reinit_head, self.config.init_from)
+        params = jax.device_put(jax.tree.map(jnp.asarray, params), self.replicated)
+        opt_state = jax.jit(self.optimizer.init, out_shardings=self.replicated)(params)
+        return TrainState(jnp.zeros((), jnp.int32), params, opt_state, jax.device_put(dropout_rng, self.replicated))
+
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    def predict(self, params, split: str, head: str | None = None) -> tuple[list, dict[str, float]]:
+        """(predictions, metrics with eval_loss) of `split` of `head`'s task (None: the single task) under `params`."""
+        task = self._task_of(head)
+        examples, features = self._eval_sets_of(head)[split]
+        width = features.arrays["input_ids"].shape[-1]
+        collected: dict[str, np.ndarray] = {}
+        loss_sum = weight_sum = 0.0
+        for rows, batch in eval_batches(features, self.config.batch_size):
+            cut = batch["input_ids"].shape[-1]
+            batch = partitioning.global_batch(local_rows(batch), self.mesh)
+            outputs, loss, weight = _gather(self._eval_step(params, batch, head=head))
+            loss_sum, weight_sum = loss_sum + float(loss), weight_sum + float(weight)
+            for key, value in outputs.items():
+                value = value[: len(rows)]
+                if value.ndim >= 2 and value.shape[1] == cut:  # per-token outputs: pad back to the full width
+                    pad = [(0, 0)] * value.ndim
+                    pad[1] = (0, width - value.shape[1])
+                    value = np.pad(value, pad)
+                if key not in collected:
+                    collected[key] = np.zeros((len(features), *value.shape[1:]), value.dtype)
+                collected[key][rows] = value
+        predictions = task.predict(collected, features, examples)
+        metrics = task.metrics(predictions, examples)
+        return predictions, {**metrics, "loss": loss_sum / max(weight_sum, 1e-9)}
+
+    def evaluate(self, params) -> dict[str, dict]:
+        """Metrics of every dev split: {split: {metric: value}}."""
+        return {split: self.predict(params, split)[1] for split in self.eval_sets}
+
+    def best_metric(self, results: dict[str, dict]) -> str:
+        """`finetune.best_metric`, or the task's first official metric (e.g. MRPC's f1, CoLA's mcc)."""
+        names = [k for k in next(iter(results.values())) if k != "loss"]
+        chosen = self.config.finetune.best_metric or names[0]
+        if chosen not in names:
+            raise ConfigError(f"finetune.best_metric {chosen!r} is not one of {self.task.name}'s metrics {names}")
+        return chosen
+
+    def score(self, results: dict[str, dict]) -> tuple[dict[str, float], str, float]:
+        """(the metrics log's eval_* entries, the name and value of the score that picks the kept parameters)."""
+        first_split = next(iter(results))
+        chosen = self.best_metric(results)
+        return _flatten(results, first_split, prefix="eval_"), chosen, results[first_split][chosen]
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+    def train_step(self, state: TrainState, step: int) -> tuple[TrainState, dict]:
+        """One update on the global batch of 0-based `step`."""
+        batch = partitioning.global_batch(local_rows(self.order.batch(step)), self.mesh)
+        return self._train_step(state, batch)
+
+    def train(self) -> dict[str, float]:
+        c, workdir = self.config, self.workdir
+        prepare_workdir(workdir, c)
+        fresh = self.init_state(c.seed)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), fresh)
+        checkpointer = Checkpointer(workdir, keep=c.keep_checkpoints)
+        restored = checkpointer.restore_latest(abstract)
+        best = {"step": -1, "value": -math.inf}
+        if restored:
+            _, state, data_state = restored
+            best = data_state.get("best", best)
+            log.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
+        else:
+            state = fresh
+        del fresh
+        step = int(state.step)
+        _drop_steps_after(os.path.join(workdir, "best", "checkpoints"), best["step"])  # saved after the resumed one
+        best_keeper = Checkpointer(os.path.join(workdir, "best"), keep=1, asynchronous=False)
+        writer = MetricsWriter(workdir, c.total_steps, enabled=jax.process_index() == 0, start_step=step)
+        stop = _SigtermFlag()
+        try:
+            while step < c.total_steps:
+                state, metrics = self.train_step(state, step)
+                step += 1
+                check_finite(float(metrics["loss"]), step, checkpointer)
+                record, rate = {}, 0.0
+                if step % c.log_every == 0 or step == c.total_steps:
+                    rate = writer.steps_per_sec(step)
+                    record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if step % c.eval_every == 0 or step == c.total_steps:
+                    entries, chosen, value = self.score(self.evaluate(state.params))
+                    record.update(entries)
+                    if value > best["value"]:
+                        best = {"step": step, "value": value}
+                        best_keeper.save(step, state.params, {"metric": chosen, **best})
+                        best_keeper.wait()
+                if record:
+                    writer.write(step, record)
+                    writer.progress(step, record, rate)
+                if step % c.checkpoint_every == 0 or step == c.total_steps or stop.raised:
+                    checkpointer.save(step, state, {"best": best})
+                    writer.plot()
+                if stop.raised:
+                    log.info("SIGTERM: saved step %d and stopping", step)
+                    return {}
+            checkpointer.wait()
+            return self._finish(state.params, best_keeper, best)
+        finally:
+            checkpointer.close()
+            best_keeper.close()
+            writer.plot()
+            writer.close()
+            stop.restore()
+
+    def _finish(self, params, best_keeper: Checkpointer, best: dict) -> dict[str, float]:
+        """eval_results.json and predictions from the best evaluated parameters."""
+        restored = best_keeper.restore_latest(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params))
+        if restored:
+            params = restored[1]
+        return self._write_results(params, best)
+
+    def _write_results(self, params, best: dict) -> dict[str, float]:
+        final = self.final_results(params, "predictions")
+        if jax.process_index() == 0:
+            _write_json(os.path.join(self.workdir, RESULTS_FILE), final)
+        log.info("best dev score %.4g at step %d; from those parameters: %s", best["value"], best["step"], final)
+        return final
+
+    def final_results(self, params, prefix: str, head: str | None = None) -> dict[str, float]:
+        """Official dev metrics of `head`'s task; writes `prefix`.* (and `prefix`_<split>.* for further splits)."""
+        eval_sets = self._eval_sets_of(head)
+        first_split = next(iter(eval_sets))
+        results = {}
+        for split, (examples, _) in eval_sets.items():
+            predictions, results[split] = self.predict(params, split, head)
+            if jax.process_index() == 0:
+                name = prefix if split == first_split else f"{prefix}_{split}"
+                self._task_of(head).write_predictions(predictions, examples, os.path.join(self.workdir, name))
+        return {k.lower(): v for k, v in _flatten(results, first_split).items() if not k.endswith("loss")}
+
+
+def _drop_steps_after(directory: str, step: int) -> None:
+    """Removes best-parameter steps newer than the resumed run's best (a crash between the two saves)."""
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.isdigit() and int(name) > step:
+                shutil.rmtree(os.path.join(directory, name))
+
+
+def _gather(tree):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _flatten(results: dict[str, dict], first_split: str, prefix: str = "") -> dict[str, float]:
+    """{split: {m: v}} -> {prefix+m: v} for the first dev split, {prefix+split_m: v} for the others (MNLI-mm)."""
+    flat = {}
+    for split, metrics in results.items():
+        for name, value in metrics.items():
+            flat[prefix + (name if split == first_split else f"{split}_{name}")] = float(value)
+    return flat
+
+
+def _write_json(path: str, value: dict) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"finetune.seeds {text!r} must be comma-separated integers, e.g. '1,2,3'") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"finetune.seeds {text!r} must name at least one seed, each once")
+    return seeds
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) fine-tuning; one seed in `workdir`, several in `workdir/seed_<s>` plus a summary."""
+    seeds = parse_seeds(config.finetune.seeds)
+    runner = FineTuner
+    if config.finetune.get("tasks"):  # MT-DNN: several tasks, one shared encoder
+        from bert_jax.training.multitask import MultiTaskFineTuner
+
+        runner = MultiTaskFineTuner
+    if len(seeds) == 1:
+        config.seed = seeds[0]
+        return runner(config, workdir).train()
+    per_seed = {}
+    for seed in seeds:
+        run_config = copy.deepcopy(config)
+        run_config.seed = seed
+        per_seed[seed] = runner(run_config, os.path.join(workdir, f"seed_{seed}")).train()
+        if not per_seed[seed]:  # stopped by SIGTERM: rerun the command to resume
+            return {}
+    names = list(per_seed[seeds[0]])
+    summary = {
+        "seeds": {str(s): r for s, r in per_seed.items()},
+        "median": {k: float(np.median([r[k] for r in per_seed.values()])) for k in names},
+        "max": {k: float(np.max([r[k] for r in per_seed.values()])) for k in names},
+    }
+    key = config.finetune.best_metric or names[0]
+    best_seed = max(seeds, key=lambda s: per_seed[s].get(key, -math.inf))
+    if jax.process_index() == 0:
+        _write_json(os.path.join(workdir, RESULTS_FILE), summary)
+        for name in os.listdir(os.path.join(workdir, f"seed_{best_seed}")):
+            if name.startswith("predictions"):
+                shutil.copy2(os.path.join(workdir, f"seed_{best_seed}", name), os.path.join(workdir, name))
+    log.info("seeds %s: median %s, max %s; predictions of seed %d", seeds, summary["median"], summary["max"], best_seed)
+    return summary

@@ -1,0 +1,137 @@
+"""Where a fine-tuning run starts: the checkpoint of `init_from`, its tokenizer, and the graft into the task model.
+
+`init_from` is a Hugging Face folder, a bert_jax export or pretraining
+workdir (all through `bert_jax.load_pretrained`), or an earlier fine-tuning
+workdir (its encoder and, when the sizes match, its head). The encoder's
+parameters are copied by key into the task model's `backbone`; parameters
+the checkpoint lacks (a pooler) stay freshly initialised and are logged;
+pretraining heads are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from bert_jax.data.tokenizers import Tokenizer, load_tokenizer
+from bert_jax.errors import CheckpointError, ConfigError
+from bert_jax.models.task_model import BACKBONE
+
+log = logging.getLogger(__name__)
+NATIVE_CONFIG = "bert_jax_config.json"
+RUNTIME_FIELDS = ("dtype", "remat_policy", "scan_layers")  # model fields a run may change without changing weights
+
+
+def _finetune_config_of(path: str) -> dict | None:
+    file = os.path.join(path, NATIVE_CONFIG)
+    if not os.path.isfile(file):
+        return None
+    with open(file, encoding="utf-8") as f:
+        saved = json.load(f)
+    return saved if saved.get("task") == "finetune" else None
+
+
+def load_init(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, dict | None, dict]:
+    """(model block, checkpoint params or None, the checkpoint's saved config as a dict) for `config.init_from`."""
+    path = config.init_from
+    if not path:
+        return config.model, None, {}
+    runtime = {f"model.{k}": config.model[k] for k in RUNTIME_FIELDS}
+    saved = _finetune_config_of(path)
+    if saved is not None:  # an earlier fine-tuning workdir: {"backbone": ..., "head": ...}
+        from bert_jax.pretrained import _latest_training_params
+
+        params, _ = _latest_training_params(os.path.join(path, "checkpoints"))
+        model_cfg = ml_collections.ConfigDict(saved["model"])
+        if model_cfg.scan_layers != config.model.scan_layers:
+            raise ConfigError("model.scan_layers cannot change when fine-tuning from a fine-tuning workdir")
+        model_cfg.update({k: config.model[k] for k in RUNTIME_FIELDS})
+        return model_cfg, params, saved
+    from bert_jax.pretrained import load_pretrained
+
+    _, params, loaded = load_pretrained(path, runtime)
+    return loaded.model, {BACKBONE: params}, loaded.to_dict()
+
+
+def graft(fresh: dict, loaded: dict | None, reinit_head: bool, source: str) -> dict:
+    """`fresh` task-model params with every tensor `loaded` has for the same key (numpy trees).
+
+    The backbone must match in shape wherever both have a tensor. A head the
+    checkpoint already has is reused when its shapes match; otherwise it is
+    an error, or a fresh head with `reinit_head`.
+    """
+    if loaded is None:
+        return fresh
+    have = flatten_dict(loaded)
+    out, kept_fresh = {}, []
+    heads_seen: dict[str, list[str]] = {}
+    for key, value in flatten_dict(fresh).items():
+        name = "/".join(key)
+        if key not in have:
+            out[key] = value
+            if key[0] == BACKBONE:
+                kept_fresh.append(name)
+            continue
+        if tuple(np.shape(have[key])) == tuple(value.shape):
+            out[key] = np.asarray(have[key], value.dtype)
+        elif key[0] == BACKBONE:
+            raise CheckpointError(f"{source}: {name} has shape {np.shape(have[key])}, the model needs {value.shape}")
+        else:
+            heads_seen.setdefault(key[0], []).append(f"{name}: checkpoint {np.shape(have[key])}, task {value.shape}")
+            out[key] = value
+    for head, problems in heads_seen.items():
+        if not reinit_head:
+            raise CheckpointError(
+                f"{source}: its head {head!r} does not fit this task ({'; '.join(problems)}); pass "
+                f"--config.finetune.reinit_head=True to replace it with a freshly initialised head"
+            )
+        log.warning("head %r of %s has another size; re-initialised (finetune.reinit_head)", head, source)
+        fresh_head = {k: v for k, v in flatten_dict(fresh).items() if k[0] == head}
+        out.update(fresh_head)
+    if kept_fresh:
+        log.warning("not in %s, freshly initialised: %s", source, ", ".join(kept_fresh))
+    return unflatten_dict(out)
+
+
+def _tokenizer_path(config: ml_collections.ConfigDict, saved: dict) -> str:
+    if config.tokenizer.path:
+        return config.tokenizer.path
+    saved_path = saved.get("tokenizer", {}).get("path", "")
+    if saved_path:
+        return saved_path
+    if config.init_from:
+        folder = config.init_from
+        candidates = [n for n in sorted(os.listdir(folder)) if n.startswith("tokenizer-") and n.endswith(".model")]
+        return os.path.join(folder, candidates[0]) if candidates else folder  # a pretraining workdir's own
+    raise ConfigError(
+        "no tokenizer: init_from is empty, so pass --config.tokenizer.path=vocab.txt (or a .model / vocab.json)"
+    )
+
+
+def task_tokenizer(config: ml_collections.ConfigDict, saved: dict) -> Tokenizer:
+    """The checkpoint's tokenizer (or `tokenizer.path`); an error if its vocabulary is not the model's."""
+    path = _tokenizer_path(config, saved)
+    lower = config.tokenizer.do_lower_case
+    hf_options = os.path.join(path, "tokenizer_config.json") if os.path.isdir(path) else ""
+    if hf_options and os.path.isfile(hf_options):
+        with open(hf_options, encoding="utf-8") as f:
+            lower = json.load(f).get("do_lower_case", lower)
+    tokenizer = load_tokenizer(path, do_lower_case=lower)
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise ConfigError(
+            f"the tokenizer {path!r} has {tokenizer.vocab_size} tokens but the model's vocabulary has "
+            f"{config.model.vocab_size}: they belong to different checkpoints. Use the checkpoint's own tokenizer "
+            f"(--config.tokenizer.path) or set --config.model.vocab_size for a model trained from scratch"
+        )
+    config.tokenizer.path = os.path.abspath(path) if os.path.exists(path) else path
+    return tokenizer
+
+
+def to_numpy(tree):
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)

@@ -1,0 +1,11 @@
+"""QQP (duplicate questions): F1 then accuracy, BERT's GLUE recipe.
+
+python -m bert_jax.main --config=configs/finetune/qqp.py --config.init_from=CHECKPOINT \
+    --config.data.dir=GLUE/QQP --workdir=DIR
+"""
+
+from bert_jax.config_finetune import finetune_config
+
+
+def get_config():
+    return finetune_config("qqp")

@@ -1,0 +1,11 @@
+"""WNLI (Winograd NLI): accuracy, BERT's GLUE recipe.
+
+python -m bert_jax.main --config=configs/finetune/wnli.py --config.init_from=CHECKPOINT \
+    --config.data.dir=GLUE/WNLI --workdir=DIR
+"""
+
+from bert_jax.config_finetune import finetune_config
+
+
+def get_config():
+    return finetune_config("wnli")
