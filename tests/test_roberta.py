@@ -197,10 +197,10 @@ def test_bpe_errors_name_the_problem_and_the_fix(sample_bpe, tmp_path):
 def test_sequence_length_leaves_room_for_the_position_offset():
     from types import SimpleNamespace
 
-    from bert_jax.training.trainer import _validate
+    from bert_jax.training.trainer import validate_run
 
     mesh = SimpleNamespace(shape={"data": 1, "fsdp": 1})
-    _validate(bert_jax.load_config("configs/roberta_base.py", ["batch_size=8"]), mesh)  # 512 tokens, 514 positions
+    validate_run(bert_jax.load_config("configs/roberta_base.py", ["batch_size=8"]), mesh)  # 512 tokens, 514 positions
     too_long = bert_jax.load_config("configs/roberta_base.py", ["batch_size=8", "max_seq_length=513"])
     with pytest.raises(ConfigError, match="less RoBERTa's position offset 2"):
-        _validate(too_long, mesh)
+        validate_run(too_long, mesh)

@@ -41,7 +41,7 @@ from bert_jax.training.finetune_init import graft, load_init, task_tokenizer, to
 from bert_jax.training.metrics import MetricsWriter
 from bert_jax.training.optimizers import learning_rate_schedule, make_optimizer, with_layerwise_decay
 from bert_jax.training.steps import TrainState, make_train_step
-from bert_jax.training.trainer import _SigtermFlag, _validate, check_finite, prepare_workdir
+from bert_jax.training.trainer import SigtermFlag, check_finite, prepare_workdir, validate_run
 
 log = logging.getLogger(__name__)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -58,7 +58,7 @@ class FineTuner:
         model_cfg, loaded, saved = load_init(config)
         config.model = ml_collections.ConfigDict(model_cfg.to_dict())
         self.mesh = partitioning.make_mesh(config, devices)
-        _validate(config, self.mesh)
+        validate_run(config, self.mesh)
         self.tokenizer = task_tokenizer(config, saved)
         self.heads = tuple((name, task.head, task.num_labels) for name, task in self.tasks.items())
         self.model = build_task_model(config.model, self.heads, config.finetune.head_dropout)
@@ -244,7 +244,7 @@ class FineTuner:
         _drop_steps_after(os.path.join(workdir, "best", "checkpoints"), best["step"])  # saved after the resumed one
         best_keeper = Checkpointer(os.path.join(workdir, "best"), keep=1, asynchronous=False)
         writer = MetricsWriter(workdir, c.total_steps, enabled=jax.process_index() == 0, start_step=step)
-        stop = _SigtermFlag()
+        stop = SigtermFlag()
         try:
             while step < c.total_steps:
                 state, metrics = self.train_step(state, step)

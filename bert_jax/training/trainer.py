@@ -83,7 +83,8 @@ def abstract_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtyp
     }
 
 
-def _validate(config: ml_collections.ConfigDict, mesh) -> None:
+def validate_run(config: ml_collections.ConfigDict, mesh) -> None:
+    """Config errors a run would otherwise hit later: batch split, sequence length, pair objective."""
     batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
     if config.batch_size % (batch_devices * config.grad_accum_steps):
         raise ConfigError(
@@ -108,7 +109,7 @@ class Trainer:
         if config.pair_objective == "none":
             config.model.pair_head = False  # RoBERTa-style: no pair classifier to train
         self.mesh = partitioning.make_mesh(config, devices)
-        _validate(config, self.mesh)
+        validate_run(config, self.mesh)
         self.model = build_model(config)
         self.schedule = learning_rate_schedule(config)
         self.optimizer = make_optimizer(config)
@@ -164,7 +165,7 @@ class Trainer:
             state = self._init(jax.random.PRNGKey(config.seed))
         step = int(state.step)
         writer = MetricsWriter(workdir, config.total_steps, enabled=jax.process_index() == 0, start_step=step)
-        stop = _SigtermFlag()
+        stop = SigtermFlag()
         try:
             if step == 0:  # the untrained baseline, so curves start where learning starts
                 baseline = self.evaluate(state.params, data)
@@ -214,7 +215,9 @@ class Trainer:
         return {f"eval_{k}": v / count for k, v in totals.items()} if count else {}
 
 
-class _SigtermFlag:
+class SigtermFlag:
+    """Records SIGTERM (a preempted TPU VM) so the loop can save and stop; `restore` puts the old handler back."""
+
     def __init__(self):
         self.raised = False
         self._previous = signal.signal(signal.SIGTERM, self._handle)
