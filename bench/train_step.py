@@ -75,7 +75,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from common import (
@@ -92,9 +91,7 @@ from common import (
 
 import bert_jax
 from bert_jax.models import attention as attention_module
-from bert_jax.models import common as model_common
 from bert_jax.models import encoder as encoder_module
-from bert_jax.models.common import compute_dtype, kernel_init, zeros_init
 from bert_jax.objectives import losses as losses_module
 from bert_jax.training import partitioning
 from bert_jax.training.trainer import Trainer
@@ -472,41 +469,12 @@ def compare(args: argparse.Namespace, shapes: Shapes) -> dict[str, Any]:
 class DotProductAttention(attention_module.SelfAttention):
     """SelfAttention with `jax.nn.dot_product_attention` in place of the einsum/softmax (no attention dropout).
 
-    Same parameter names, shapes and projection dots as the package's layer,
-    so only the computation between the projections changes.
+    Only `attend`, the computation between the projections, changes; the
+    parameters and projection dots are the package's own.
     """
 
-    @attention_module.nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        cfg = self.config
-        dtype = compute_dtype(cfg)
-        head_dim = cfg.hidden_size // cfg.num_heads
-        nn = attention_module.nn
-        dot_general = getattr(model_common, "f32_accumulating_dot_general", jax.lax.dot_general)
-
-        def projection(name: str) -> nn.DenseGeneral:
-            return nn.DenseGeneral(
-                (cfg.num_heads, head_dim),
-                dtype=dtype,
-                param_dtype=jnp.float32,
-                kernel_init=kernel_init(cfg, ("embed", "heads", "kv")),
-                bias_init=zeros_init(("heads", "kv")),
-                dot_general=dot_general,
-                name=name,
-            )
-
-        q, k, v = projection("query")(x), projection("key")(x), projection("value")(x)
-        context = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(dtype), implementation="xla")
-        return nn.DenseGeneral(
-            cfg.hidden_size,
-            axis=(-2, -1),
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            kernel_init=kernel_init(cfg, ("heads", "kv", "embed")),
-            bias_init=zeros_init(("embed",)),
-            dot_general=dot_general,
-            name="output",
-        )(context)
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+        return jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype), implementation="xla")
 
 
 @contextlib.contextmanager

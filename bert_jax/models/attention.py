@@ -66,20 +66,8 @@ class SelfAttention(nn.Module):
             dot_general=mixed_precision_dot_general,
             name=name,
         )
-        # heads-first [batch, heads, length, head_dim]: XLA:CPU's fast batched matmul wants the batch dims leading
-        heads_first = lambda t: t.transpose(0, 2, 1, 3)  # noqa: E731
-        q, k, v = (heads_first(projection(n)(x)) for n in ("query", "key", "value"))
-        q = q / jnp.sqrt(head_dim).astype(dtype)
-        scores = (
-            jnp.einsum(
-                "bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32, _dot_general=mixed_precision_dot_general
-            )
-            + bias
-        )
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=self.deterministic)
-        context = jnp.einsum("bhqk,bhkd->bhqd", probs, v, _dot_general=mixed_precision_dot_general)
-        context = heads_first(context)
+        q, k, v = (projection(n)(x) for n in ("query", "key", "value"))
+        context = self.attend(q, k, v, bias)
         return nn.DenseGeneral(
             cfg.hidden_size,
             axis=(-2, -1),
@@ -90,3 +78,25 @@ class SelfAttention(nn.Module):
             dot_general=mixed_precision_dot_general,
             name="output",
         )(context)
+
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+        """softmax(q k^T / sqrt(d) + bias) v on [batch, length, heads, head_dim] (with attention dropout).
+
+        Computed heads-first ([batch, heads, length, head_dim]): XLA:CPU's fast
+        batched matmul wants the batch dimensions leading. A separate method so
+        that other attention kernels can replace only this part.
+        """
+        dtype = q.dtype
+        heads_first = lambda t: t.transpose(0, 2, 1, 3)  # noqa: E731
+        q, k, v = heads_first(q), heads_first(k), heads_first(v)
+        q = q / jnp.sqrt(q.shape[-1]).astype(dtype)
+        scores = (
+            jnp.einsum(
+                "bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32, _dot_general=mixed_precision_dot_general
+            )
+            + bias
+        )
+        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        probs = nn.Dropout(self.config.attention_dropout_rate)(probs, deterministic=self.deterministic)
+        context = jnp.einsum("bhqk,bhkd->bhqd", probs, v, _dot_general=mixed_precision_dot_general)
+        return heads_first(context)
