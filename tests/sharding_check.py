@@ -36,9 +36,19 @@ def synthetic_batch(config, step: int) -> dict[str, np.ndarray]:
     }
 
 
-def run(devices, accum: int, dropout: float) -> tuple[list[float], dict]:
-    overrides = {"batch_size": 16, "max_seq_length": 32, "model.vocab_size": 300, "grad_accum_steps": accum}
-    overrides.update({"model.hidden_dropout_rate": dropout, "model.attention_dropout_rate": dropout})
+LAYOUTS = {  # name -> config.mesh; the same rule table (config.sharding) everywhere
+    "data8": {"mesh.data": 8},
+    "fsdp8": {"mesh.data": 1, "mesh.fsdp": 8},
+    "data2_tensor4": {"mesh.data": 2, "mesh.tensor": 4},
+    "data2_fsdp2_tensor2": {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2},
+}
+
+
+def run(devices, accum: int, dropout: float, layout: dict | None = None) -> dict:
+    # 4 heads and a vocabulary of 320 so that tensor=4 splits heads, FFN and vocabulary evenly
+    overrides = {"batch_size": 16, "max_seq_length": 32, "model.vocab_size": 320, "grad_accum_steps": accum}
+    overrides.update({"model.num_heads": 4, "model.hidden_dropout_rate": dropout})
+    overrides.update({"model.attention_dropout_rate": dropout, **(layout or {})})
     config = bert_jax.load_config("configs/bert_tiny.py", overrides)
     trainer = Trainer(config, "unused", devices=devices)
     trainer.compile()
@@ -48,29 +58,37 @@ def run(devices, accum: int, dropout: float) -> tuple[list[float], dict]:
         batch = partitioning.global_batch(synthetic_batch(config, step), trainer.mesh)
         state, metrics = trainer._train_step(state, batch)
         losses.append(float(metrics["loss"]))
-    return losses, jax.device_get(state.params)
+    return {
+        "losses": losses,
+        "params": jax.device_get(state.params),
+        # what one device really holds, read off the arrays' shards
+        "param_bytes": sum(a.addressable_shards[0].data.nbytes for a in jax.tree.leaves(state.params)),
+        "opt_bytes": sum(a.addressable_shards[0].data.nbytes for a in jax.tree.leaves(state.opt_state)),
+        "total_param_bytes": sum(a.nbytes for a in jax.tree.leaves(state.params)),
+        "planned_param_bytes": partitioning.per_device_bytes(trainer.abstract_state().params),
+        "word_embedding_spec": str(state.params["embeddings"]["word_embeddings"]["embedding"].sharding.spec),
+        "query_kernel_spec": str(state.params["encoder"]["layers"]["attention"]["query"]["kernel"].sharding.spec),
+    }
 
 
 def main() -> None:
     assert jax.device_count() == 8, jax.devices()
-    # dropout on: random bits do not depend on the sharding (jax_threefry_partitionable)
-    one_losses, one_params = run(jax.devices()[:1], accum=1, dropout=0.1)
-    eight_losses, eight_params = run(jax.devices(), accum=1, dropout=0.1)
-    # accumulation draws other dropout masks per micro-batch, so compare it without dropout
-    plain_losses, plain_params = run(jax.devices(), accum=1, dropout=0.0)
-    accum_losses, accum_params = run(jax.devices(), accum=2, dropout=0.0)
     diff = lambda a, b: max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
-    json.dump(
-        {
-            "one": one_losses,
-            "eight": eight_losses,
-            "plain": plain_losses,
-            "accum": accum_losses,
-            "param_diff_eight": diff(one_params, eight_params),
-            "param_diff_accum": diff(plain_params, accum_params),
-        },
-        sys.stdout,
-    )
+    # dropout on: random bits do not depend on the sharding (jax_threefry_partitionable)
+    one = run(jax.devices()[:1], accum=1, dropout=0.1)
+    out = {"one": one["losses"], "layouts": {}}
+    for name, layout in LAYOUTS.items():
+        r = run(jax.devices(), accum=1, dropout=0.1, layout=layout)
+        out["layouts"][name] = {
+            "losses": r["losses"],
+            "param_diff": diff(one["params"], r["params"]),
+            **{k: r[k] for k in r if k.endswith("_bytes") or k.endswith("_spec")},
+        }
+    # accumulation draws other dropout masks per micro-batch, so compare it without dropout
+    plain = run(jax.devices(), accum=1, dropout=0.0)
+    accum = run(jax.devices(), accum=2, dropout=0.0)
+    out.update(plain=plain["losses"], accum=accum["losses"], param_diff_accum=diff(plain["params"], accum["params"]))
+    json.dump(out, sys.stdout)
 
 
 if __name__ == "__main__":

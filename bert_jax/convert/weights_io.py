@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import ml_dtypes
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.errors import CheckpointError
 
 DTYPES = {
@@ -41,7 +42,7 @@ TORCH_BIN = "pytorch_model.bin"
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
     """All tensors of one .safetensors file as numpy arrays (copies, file closed)."""
     try:
-        with open(path, "rb") as f:
+        with fileio.open(path, "rb") as f:  # local or on a bucket (gs://)
             data = f.read()
         (header_len,) = struct.unpack("<Q", data[:8])
         if header_len > len(data) - 8:
@@ -120,11 +121,11 @@ def read_hf_weights(directory: str) -> tuple[dict[str, np.ndarray], str]:
     single = os.path.join(directory, SAFETENSORS)
     index = os.path.join(directory, SAFETENSORS_INDEX)
     torch_bin = os.path.join(directory, TORCH_BIN)
-    if os.path.isfile(single):
+    if fileio.isfile(single):
         return read_safetensors(single), single
-    if os.path.isfile(index):
+    if fileio.isfile(index):
         try:
-            with open(index) as f:
+            with fileio.open(index) as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
         except (OSError, ValueError, KeyError) as e:
             raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from e
@@ -132,6 +133,6 @@ def read_hf_weights(directory: str) -> tuple[dict[str, np.ndarray], str]:
         for shard in shards:
             tensors.update(read_safetensors(os.path.join(directory, shard)))
         return tensors, index
-    if os.path.isfile(torch_bin):
-        return _read_torch_bin(torch_bin), torch_bin
+    if fileio.isfile(torch_bin):
+        return _read_torch_bin(fileio.local_copy([torch_bin])[0]), torch_bin
     raise CheckpointError(f"{directory}: no weights found (looked for {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN})")

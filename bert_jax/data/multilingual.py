@@ -23,12 +23,12 @@ rather than starved, and the rows a step sees still depend only on
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.data import sources
 from bert_jax.data.pretraining import Instances
 from bert_jax.errors import ConfigError
@@ -47,13 +47,13 @@ def parse_languages(spec: str) -> dict[str, list[str]]:
             lang, _, path = entry.partition("=")
             languages.setdefault(lang.strip(), []).extend(sources.expand_paths(path.strip()))
             continue
-        matches = sorted(glob.glob(entry))
-        folders = [m for m in matches if os.path.isdir(m)]
+        matches = fileio.glob(entry)  # local or on a bucket (gs://)
+        folders = [m for m in matches if fileio.isdir(m)]
         for folder in folders:  # a glob of folders: files beside them (a README) are not a language
-            files = sorted(p for p in glob.glob(os.path.join(folder, "*")) if os.path.isfile(p))
+            files = fileio.files_in(folder)
             languages.setdefault(os.path.basename(os.path.normpath(folder)), []).extend(files)
-        for path in [] if folders else [m for m in matches if os.path.isfile(m)]:
-            languages.setdefault(os.path.basename(os.path.dirname(os.path.abspath(path))), []).append(path)
+        for path in [] if folders else [m for m in matches if fileio.isfile(m)]:
+            languages.setdefault(os.path.basename(os.path.dirname(fileio.absolute(path))), []).append(path)
         if not matches:
             raise ConfigError(f"data.languages entry {entry!r} matches nothing; give lang=path entries or a glob")
     languages = {lang: files for lang, files in languages.items() if files}
@@ -112,8 +112,12 @@ def write_tokenizer_corpus(config, workdir: str) -> str:
     """The tokenizer's training text: lines sampled by smoothed language probabilities, written to the workdir."""
     smoothing = config.data.language_smoothing
     path = os.path.join(workdir, f"multilingual_corpus-S{smoothing:g}.txt")
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         lines, _ = sample_sentences(read_languages(config), smoothing, config.seed)
+        if fileio.is_remote(path):  # a bucket object appears whole when written
+            with fileio.open(path, "w", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in lines)
+            return path
         os.makedirs(workdir, exist_ok=True)
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             f.writelines(line + "\n" for line in lines)

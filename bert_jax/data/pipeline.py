@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.data import multilingual, sources
 from bert_jax.data.bpe import VOCAB_FILE, train_byte_level_bpe
 from bert_jax.data.knowledge_units import parse_level_probs, unit_start_fn
@@ -37,8 +38,8 @@ def corpus_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     if config.data.source == "text":
         return sources.expand_paths(config.data.path)
     path = os.path.join(workdir, "tfds_corpus.txt")
-    if not os.path.isfile(path):
-        with open(path, "w", encoding="utf-8") as f:
+    if not fileio.isfile(path):  # a bucket workdir: written to a local file, then uploaded
+        with fileio.staged_output(path) as local, open(local, "w", encoding="utf-8") as f:
             for document in sources.read_tfds_documents(config):
                 f.write("\n".join(document) + "\n\n")
     return [path]
@@ -73,10 +74,11 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
             raise ConfigError(f"unknown tokenizer.kind {kind!r}; use one of {sorted(TRAINED_TOKENIZERS)}")
         name, cached_file, train = TRAINED_TOKENIZERS[kind]
         prefix = os.path.join(workdir, f"{name}-{size}")
-        if not os.path.isfile(cached_file(prefix)) and jax.process_index() == 0:
+        if not fileio.isfile(cached_file(prefix)) and jax.process_index() == 0:
             log.info("training a %d-token %s tokenizer on the corpus", size, kind)
             coverage = {"character_coverage": config.tokenizer.character_coverage} if kind == "sentencepiece" else {}
-            train(corpus_files(config, workdir), size, prefix, **coverage)
+            with fileio.staged_output(prefix) as output:  # a bucket workdir: trained locally, then uploaded
+                train(corpus_files(config, workdir), size, output, **coverage)
         if jax.process_count() > 1:  # the other hosts wait for process 0's tokenizer (shared workdir)
             from jax.experimental import multihost_utils
 
@@ -166,8 +168,21 @@ class PretrainingData:
             yield self.masked(self.eval, np.arange(start, start + batch_size), rng)
 
 
-def build_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:
-    """Reads, tokenizes and cuts this host's share of the corpus into instances."""
+def this_host(host: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(process index, process count): jax's, unless a test stands in for one host of several."""
+    return host if host is not None else (jax.process_index(), jax.process_count())
+
+
+def build_pretraining_data(
+    config: ml_collections.ConfigDict, workdir: str, host: tuple[int, int] | None = None
+) -> PretrainingData:
+    """Reads, tokenizes and cuts this host's share of the corpus into instances.
+
+    Every host parses the document boundaries of the whole corpus (cheap) but
+    tokenizes and builds instances only from its documents `index::count`.
+    `host=(index, count)` builds another host's share (tests of multi-host runs).
+    """
+    index, count = this_host(host)
     tokenizer = get_tokenizer(config, workdir)
     documents = [] if config.data.languages else sources.load_documents(config, workdir)
     if config.data.languages:  # read per language by multilingual.build_instances
@@ -178,7 +193,13 @@ def build_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> P
     else:
         n_eval = max(1, int(len(documents) * config.data.eval_fraction)) if len(documents) > 1 else 0
         train_docs, eval_docs = documents[: len(documents) - n_eval], documents[len(documents) - n_eval :] or documents
-    shard = lambda docs: sources.host_shard(docs, jax.process_index(), jax.process_count())
+    shard = lambda docs: sources.host_shard(docs, index, count)
+    if not config.data.languages:  # which documents this host tokenizes (the multi-host test parses this line)
+        log.info(
+            "host %d of %d: training documents %s of %d, evaluation documents %s of %d",
+            *(index, count, shard(range(len(train_docs))), len(train_docs)),
+            *(shard(range(len(eval_docs))), len(eval_docs)),
+        )
     units = unit_start_fn(tokenizer, config.masking)
     make = lambda docs, key: create_instances(
         tokenize_documents(shard(docs), tokenizer),
@@ -203,6 +224,9 @@ def build_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> P
     return data
 
 
-def make_batch_iterator(data: PretrainingData, config: ml_collections.ConfigDict) -> BatchIterator:
-    local = config.batch_size // jax.process_count()
+def make_batch_iterator(
+    data: PretrainingData, config: ml_collections.ConfigDict, host: tuple[int, int] | None = None
+) -> BatchIterator:
+    """This host's rows of each global batch: `batch_size / process count` of its own instances."""
+    local = config.batch_size // this_host(host)[1]
     return BatchIterator(len(data.train.input_ids), local, seed=config.seed)

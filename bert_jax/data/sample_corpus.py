@@ -16,6 +16,8 @@ import inspect
 import os
 import re
 
+from bert_jax import fileio
+
 # Modules with long, well-written docstrings; missing ones are skipped.
 MODULES = (
     "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "concurrent.futures", "configparser",
@@ -91,10 +93,14 @@ def sample_documents() -> list[list[str]]:
 
 def write_sample_corpus(path: str) -> str:
     """Writes the corpus to `path` (once; atomically) and returns the path."""
-    if os.path.isfile(path):
+    if fileio.isfile(path):
+        return path
+    if fileio.is_remote(path):  # a bucket object appears whole when written
+        with fileio.open(path, "w") as f:
+            f.writelines("\n".join(sentences) + "\n\n" for sentences in sample_documents())
         return path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # several hosts (processes) may write it at once into a shared workdir
     with open(tmp, "w", encoding="utf-8") as f:
         for sentences in sample_documents():
             f.write("\n".join(sentences) + "\n\n")

@@ -9,13 +9,13 @@ counted, never fatal; an empty or missing corpus is an error that says so.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import os
 import re
 
 import ml_collections
 
+from bert_jax import fileio
 from bert_jax.data.sample_corpus import write_sample_corpus
 from bert_jax.errors import ConfigError
 
@@ -36,11 +36,11 @@ class TextStats:
 
 
 def expand_paths(pattern: str) -> list[str]:
-    """A file, a folder (its files, sorted) or a glob; an error when nothing matches."""
-    if os.path.isdir(pattern):
-        paths = sorted(p for p in glob.glob(os.path.join(pattern, "*")) if os.path.isfile(p))
+    """A file, a folder (its files, sorted) or a glob, local or on a bucket (gs://); an error when nothing matches."""
+    if fileio.isdir(pattern):
+        paths = fileio.files_in(pattern)
     else:
-        paths = sorted(glob.glob(pattern))
+        paths = fileio.glob(pattern)
     if not paths:
         raise ConfigError(
             f"corpus path {pattern!r} matches no file; set --config.data.path to a text file, folder or glob"
@@ -49,13 +49,12 @@ def expand_paths(pattern: str) -> list[str]:
 
 
 def _decoded_lines(path: str, stats: TextStats):
-    with open(path, "rb") as f:
-        for raw in f:
-            stats.lines += 1
-            try:
-                yield raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                stats.undecodable_lines += 1
+    for raw in fileio.iter_byte_lines(path):
+        stats.lines += 1
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            stats.undecodable_lines += 1
 
 
 def read_documents(paths: list[str], line_format: str = "sentences") -> tuple[list[list[str]], TextStats]:

@@ -26,6 +26,7 @@ import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from bert_jax import fileio
 from bert_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class _WordCache(dict):
 
 
 def _require_file(path: str, what: str, fix: str) -> None:
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise ConfigError(f"{what} {path!r} does not exist or is not a file; {fix}")
 
 
@@ -678,15 +679,15 @@ def load_tokenizer(path: str, **options) -> Tokenizer:
     """The tokenizer at `path`: a sentencepiece `.model`, a WordPiece `vocab.txt`, a byte-level BPE `vocab.json`
     (merges.txt beside it), or a folder with one of them.
 
-    `options` go to the tokenizer's constructor (e.g. `do_lower_case`).
+    `options` go to the tokenizer's constructor (e.g. `do_lower_case`). `path` may be on a bucket (gs://).
     """
-    if os.path.isdir(path):
+    if fileio.isdir(path):
         for name, tokenizer_class in _DIRECTORY_FILES:
-            if os.path.isfile(os.path.join(path, name)):
+            if fileio.isfile(os.path.join(path, name)):
                 return _construct(tokenizer_class(), os.path.join(path, name), options)
         names = [name for name, _ in _DIRECTORY_FILES]
         raise ConfigError(f"tokenizer folder {path!r} holds none of {names}; point at the model's tokenizer file")
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise ConfigError(
             f"tokenizer file {path!r} does not exist; pass a .model, a vocab.txt, a vocab.json or a folder with one"
         )
@@ -701,6 +702,9 @@ def _construct(cls: type[Tokenizer], path: str, options: dict) -> Tokenizer:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"{cls.__name__} ({path!r}) takes no option {unknown}; it accepts {accepted}")
+    if fileio.is_remote(path):  # sentencepiece and tokenizers read local files: a copy (a vocab.json's merges.txt too)
+        merges = os.path.join(os.path.dirname(path), "merges.txt")
+        path = fileio.local_copy([path, *([merges] if path.endswith(".json") and fileio.isfile(merges) else [])])[0]
     return cls(path, **options)
 
 
@@ -711,16 +715,15 @@ def iter_text_lines(paths: Sequence[str], stats: dict[str, int] | None = None) -
     not the run. `stats["undecodable"]` (when given) counts skipped lines.
     """
     for path in paths:
-        with open(path, "rb") as f:
-            for raw in f:
-                try:
-                    line = raw.decode("utf-8").strip()
-                except UnicodeDecodeError:
-                    if stats is not None:
-                        stats["undecodable"] = stats.get("undecodable", 0) + 1
-                    continue
-                if line:
-                    yield line
+        for raw in fileio.iter_byte_lines(path):  # local or on a bucket
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                if stats is not None:
+                    stats["undecodable"] = stats.get("undecodable", 0) + 1
+                continue
+            if line:
+                yield line
 
 
 def _sample_lines(paths: Sequence[str], size: int, seed: int) -> tuple[list[str], int]:
@@ -812,7 +815,10 @@ def unknown_rate(tokenizer: Tokenizer, lines: Iterable[str]) -> float:
 
 def expand_glob(pattern: str) -> list[str]:
     """Files matching `pattern` (`**` recurses), sorted so training order does not depend on the file system."""
-    paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    if fileio.is_remote(pattern):  # gs://...: `*` within one folder level
+        paths = [p for p in fileio.glob(pattern) if fileio.isfile(p)]
+    else:
+        paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if not paths:
         raise ConfigError(f"--input={pattern!r} matches no file; check the path and quote the glob")
     return paths
@@ -839,16 +845,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         paths = expand_glob(args.input)
-        model = train_sentencepiece(
-            paths,
-            args.vocab_size,
-            args.model_prefix,
-            model_type=args.model_type,
-            character_coverage=args.character_coverage,
-            input_sentence_size=args.input_sentence_size,
-            seed=args.seed,
-        )
-        tokenizer = SentencePieceTokenizer(model)
+        with fileio.staged_output(args.model_prefix) as prefix:  # a gs:// prefix: trained locally, then uploaded
+            model = train_sentencepiece(
+                paths,
+                args.vocab_size,
+                prefix,
+                model_type=args.model_type,
+                character_coverage=args.character_coverage,
+                input_sentence_size=args.input_sentence_size,
+                seed=args.seed,
+            )
+            tokenizer = SentencePieceTokenizer(model)
+        model = args.model_prefix + ".model"
         sample = [line for _, line in zip(range(args.sample_lines), iter_text_lines(paths), strict=False)]
         rate = unknown_rate(tokenizer, sample)
     except ConfigError as e:

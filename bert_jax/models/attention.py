@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.models.common import compute_dtype, kernel_init, mixed_precision_dot_general, zeros_init
+from bert_jax.models.common import compute_dtype, constrain, kernel_init, mixed_precision_dot_general, zeros_init
 
 MASK_KINDS = ("padding", "causal", "prefix")
 
@@ -66,7 +66,7 @@ class SelfAttention(nn.Module):
             dot_general=mixed_precision_dot_general,
             name=name,
         )
-        q, k, v = (projection(n)(x) for n in ("query", "key", "value"))
+        q, k, v = (constrain(projection(n)(x), ("batch", "length", "heads", "kv")) for n in ("query", "key", "value"))
         context = self.attend(q, k, v, bias)
         return nn.DenseGeneral(
             cfg.hidden_size,

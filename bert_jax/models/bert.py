@@ -12,10 +12,12 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.attention import attention_bias
-from bert_jax.models.common import dense
+from bert_jax.models.common import constrain, dense
 from bert_jax.models.embeddings import Embeddings
 from bert_jax.models.encoder import Encoder
 from bert_jax.models.heads import MLMHead, PairHead, Pooler, RTDHead, SpanBoundaryHead
+
+ACTIVATION = ("batch", "length", "embed")  # logical axes of the hidden states (training/partitioning.py)
 
 
 @flax.struct.dataclass
@@ -94,18 +96,19 @@ class BertModel(nn.Module):
             position_ids = default_position_ids(input_ids, cfg)
         shared = self.shared_embeddings is not None
         embeddings = self.shared_embeddings if shared else Embeddings(cfg, name="embeddings")
-        x = embeddings(input_ids, token_type_ids, position_ids, deterministic)
+        x = constrain(embeddings(input_ids, token_type_ids, position_ids, deterministic), ACTIVATION)
         if shared and cfg.embedding_size != cfg.hidden_size:
             x = dense(cfg, cfg.hidden_size, ("embed", "mlp"), "embeddings_project")(x)
         bias = attention_bias(attention_mask, mask_kind, token_type_ids, dtype=jnp.float32)
         x = Encoder(cfg, deterministic, name="encoder")(x, bias)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        x = constrain(x, ACTIVATION)
         out = EncoderOutput(last_hidden_state=x)
         if cfg.use_pooler:
             out = out.replace(pooled_output=Pooler(cfg, name="pooler")(x))
         if cfg.mlm_head:
             h = x if masked_positions is None else jnp.take_along_axis(x, masked_positions[..., None], axis=1)
-            out = out.replace(mlm_logits=MLMHead(cfg, name="mlm_head")(h, embeddings.attend))
+            logits = MLMHead(cfg, name="mlm_head")(h, embeddings.attend)
+            out = out.replace(mlm_logits=constrain(logits, ("batch", "length", "vocab")))
         if cfg.pair_head:
             if not cfg.use_pooler:
                 raise ValueError("model.pair_head needs model.use_pooler=True (it classifies the pooled output)")

@@ -7,13 +7,39 @@ modules.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+_MESH = contextvars.ContextVar("bert_jax_activation_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: jax.sharding.Mesh, rules) -> Iterator[None]:
+    """Within it, `constrain` pins activations to the layout `rules` give their logical names on `mesh`.
+
+    The mesh is passed explicitly rather than set globally: a global mesh makes
+    flax constrain boxed kernels inside DenseGeneral's reshaping initialiser,
+    which fails for multi-axis kernels.
+    """
+    token = _MESH.set(mesh)
+    try:
+        with nn.logical_axis_rules(rules):
+            yield
+    finally:
+        _MESH.reset(token)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """`x` laid out by its logical axis names under `activation_sharding`; unchanged outside it."""
+    mesh = _MESH.get()
+    return x if mesh is None else nn.with_logical_constraint(x, tuple(names), mesh=mesh)
 
 
 def compute_dtype(cfg) -> jnp.dtype:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.attention import SelfAttention
-from bert_jax.models.common import activation, dense, layer_norm
+from bert_jax.models.common import activation, constrain, dense, layer_norm
 
 LAYERS = "layers"
 
@@ -32,9 +32,10 @@ class TransformerLayer(nn.Module):
         attended = SelfAttention(cfg, self.deterministic, name="attention")(x, bias)
         x = layer_norm(cfg, "attention_layer_norm")(x + dropout(attended, deterministic=self.deterministic))
         h = activation(cfg.activation)(dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x))
+        h = constrain(h, ("batch", "length", "mlp"))
         h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
         x = layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=self.deterministic))
-        return x, None
+        return constrain(x, ("batch", "length", "embed")), None
 
 
 def _remat_policy(name: str):

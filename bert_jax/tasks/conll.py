@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.data.tokenizers import Tokenizer
 from bert_jax.errors import DataError
 from bert_jax.objectives.losses import classification_terms
@@ -70,7 +71,7 @@ def read_conll(path: str, labels: Sequence[str]) -> list[Sentence]:
             words.clear()
             tags.clear()
 
-    with open(path, encoding="utf-8") as f:
+    with fileio.open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             columns = line.split()
             if not columns or columns[0] == "-DOCSTART-":
@@ -128,7 +129,7 @@ class ConllTask(Task):
         names = SPLIT_FILES.get(split, (f"{split}.txt",))
         for name in names:
             path = os.path.join(folder, name)
-            if os.path.isfile(path):
+            if fileio.isfile(path):
                 return read_conll(path, self.labels)
         raise DataError(
             f"no {split} file for {self.name} in data.dir={folder!r}: looked for {list(names)}; "
@@ -233,7 +234,7 @@ class ConllTask(Task):
     def write_predictions(self, predictions: list[list[str]], examples: Sequence[Sentence], path_prefix: str) -> str:
         """`word gold predicted` per line, a blank line after each sentence: the input conlleval.pl reads."""
         path = path_prefix + ".txt"
-        with open(path, "w", encoding="utf-8") as f:
+        with fileio.open(path, "w", encoding="utf-8") as f:
             for sentence, tags in zip(examples, predictions, strict=True):
                 for word, gold, predicted in zip(sentence.words, sentence.tags, tags, strict=True):
                     f.write(f"{word} {gold} {predicted}\n")

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.data.tokenizers import Tokenizer
 from bert_jax.errors import ConfigError, DataError
 from bert_jax.objectives.losses import classification_terms
@@ -114,11 +115,11 @@ class GlueTask(Task):
         return self.spec.labels.index(value)
 
     def _read_tsv(self, path: str) -> list[GlueExample]:
-        if not os.path.isfile(path):
+        if not fileio.isfile(path):
             raise ConfigError(
                 f"{path}: no such file; --config.data.dir must be a GLUE task folder (train.tsv, dev.tsv...)"
             )
-        with open(path, encoding="utf-8-sig") as f:  # MRPC's files start with a byte-order mark
+        with fileio.open(path, encoding="utf-8-sig") as f:  # MRPC's files start with a byte-order mark
             lines = [line.rstrip("\r\n") for line in f]
         columns, first = self.spec.columns, 0
         if self.spec.header:
@@ -205,7 +206,7 @@ class GlueTask(Task):
     def write_predictions(self, predictions: list, examples: Sequence[GlueExample], path_prefix: str) -> str:
         """GLUE's submission format: a header, then `index<TAB>prediction` (label strings, or STS-B's score)."""
         path = path_prefix + ".tsv"
-        with open(path, "w", encoding="utf-8") as f:
+        with fileio.open(path, "w", encoding="utf-8") as f:
             f.write("index\tprediction\n")
             for example, p in zip(examples, predictions):
                 value = f"{p:.3f}" if self.spec.labels is None else self.spec.labels[p]

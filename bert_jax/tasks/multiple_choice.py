@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import glob
 import json
 import os
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.data.tokenizers import Tokenizer
 from bert_jax.errors import DataError
 from bert_jax.objectives.losses import classification_terms
@@ -96,7 +96,7 @@ class MultipleChoiceTask(Task):
     def write_predictions(self, predictions: list, examples: Sequence[ChoiceExample], path_prefix: str) -> str:
         """`id,label` CSV with a header, labels written as the data writes them (SWAG 0-3, RACE A-D)."""
         path = path_prefix + ".csv"
-        with open(path, "w", encoding="utf-8", newline="") as f:
+        with fileio.open(path, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["id", "label"])
             for example, p in zip(examples, predictions, strict=True):
@@ -116,9 +116,9 @@ class SwagTask(MultipleChoiceTask):
 
     def read(self, split: str) -> list[ChoiceExample]:
         path = os.path.join(self.config.data.dir, SWAG_FILES.get(split, f"{split}.csv"))
-        if not os.path.isfile(path):
+        if not fileio.isfile(path):
             raise DataError(f"no SWAG {split} file {path!r}; point --config.data.dir at the folder with {SWAG_FILES}")
-        with open(path, encoding="utf-8", newline="") as f:
+        with fileio.open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
             required = ["sent1", "sent2", *SWAG_ENDINGS] + (["label"] if split != "test" else [])
@@ -149,7 +149,7 @@ class RaceTask(MultipleChoiceTask):
 
     def read(self, split: str) -> list[ChoiceExample]:
         folder = os.path.join(self.config.data.dir, split)
-        paths = sorted(p for level in RACE_LEVELS for p in glob.glob(os.path.join(folder, level, "*.txt")))
+        paths = sorted(p for level in RACE_LEVELS for p in fileio.glob(os.path.join(folder, level, "*.txt")))
         if not paths:
             raise DataError(
                 f"no RACE {split} files under {folder!r}; expected {split}/high/*.txt and {split}/middle/*.txt"
@@ -158,7 +158,7 @@ class RaceTask(MultipleChoiceTask):
 
     def _read_file(self, path: str) -> list[ChoiceExample]:
         try:
-            with open(path, encoding="utf-8") as f:
+            with fileio.open(path, encoding="utf-8") as f:
                 record = json.load(f)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: not a RACE JSON file ({e})") from e

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.data.tokenizers import Tokenizer
 from bert_jax.errors import ConfigError, DataError
 from bert_jax.objectives.losses import classification_terms
@@ -78,12 +79,12 @@ class SpanPrediction(NamedTuple):
 
 def read_squad_articles(path: str, version: int) -> list[list[SquadExample]]:
     """The examples of an official SQuAD JSON file, grouped by article."""
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise DataError(
             f"SQuAD file {path!r} does not exist; set --config.data.dir to the folder with the official JSON files "
             "(and data.train_file / data.dev_file to their names)"
         )
-    with open(path, encoding="utf-8") as f:
+    with fileio.open(path, encoding="utf-8") as f:
         try:
             dataset = json.load(f)
         except json.JSONDecodeError as e:
@@ -344,12 +345,12 @@ class SquadTask(Task):
     ) -> str:
         """`{qid: text}` as the official script reads it (`PREFIX.json`); v2.0 also `{qid: null odds}` beside it."""
         path = path_prefix + ".json"
-        with open(path, "w", encoding="utf-8") as f:
+        with fileio.open(path, "w", encoding="utf-8") as f:
             json.dump({p.qid: p.text for p in predictions}, f, indent=1, ensure_ascii=False)
         if self.version == 2:
             directory, base = os.path.split(path_prefix)
             odds_base = base.replace("predictions", "null_odds") if "predictions" in base else base + "_null_odds"
-            with open(os.path.join(directory, odds_base + ".json"), "w", encoding="utf-8") as f:
+            with fileio.open(os.path.join(directory, odds_base + ".json"), "w", encoding="utf-8") as f:
                 json.dump({p.qid: p.null_odds for p in predictions}, f, indent=1)
         return path
 

@@ -13,6 +13,9 @@ import os
 
 import orbax.checkpoint as ocp
 
+from bert_jax import fileio
+from bert_jax.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -20,13 +23,21 @@ class Checkpointer:
     """Saves and restores (train state, JSON data state) pairs under `workdir/checkpoints`."""
 
     def __init__(self, workdir: str, keep: int = 3, asynchronous: bool = True):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.directory = fileio.absolute(os.path.join(workdir, "checkpoints"))  # gs://... as it is
         self._keep, self._async = keep, asynchronous
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
         options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, enable_async_checkpointing=self._async)
-        return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        try:
+            return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        except ImportError as e:  # orbax asks google-cloud-storage about a gs:// bucket's layout
+            if not fileio.is_remote(self.directory):
+                raise
+            raise ConfigError(
+                f"checkpoints in {self.directory!r} need a package that is not installed ({e}); "
+                'pip install "bert_jax[gcs]"'
+            ) from e
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -53,7 +64,7 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types for bad files
                 corrupt = os.path.join(self.directory, f"{step}.corrupt")
                 log.error("checkpoint %s cannot be read (%s); moved to %s, using the previous one", step, e, corrupt)
-                os.replace(os.path.join(self.directory, str(step)), corrupt)
+                fileio.replace(os.path.join(self.directory, str(step)), corrupt)
                 self._manager.close()
                 self._manager = self._open()
         return None

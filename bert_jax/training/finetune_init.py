@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from bert_jax import fileio
 from bert_jax.data.tokenizers import Tokenizer, load_tokenizer
 from bert_jax.errors import CheckpointError, ConfigError
 from bert_jax.models.task_model import BACKBONE
@@ -30,9 +31,9 @@ RUNTIME_FIELDS = ("dtype", "remat_policy", "scan_layers")  # model fields a run 
 
 def _finetune_config_of(path: str) -> dict | None:
     file = os.path.join(path, NATIVE_CONFIG)
-    if not os.path.isfile(file):
+    if not fileio.isfile(file):  # local or on a bucket (gs://)
         return None
-    with open(file, encoding="utf-8") as f:
+    with fileio.open(file, encoding="utf-8") as f:
         saved = json.load(f)
     return saved if saved.get("task") == "finetune" else None
 
@@ -107,7 +108,7 @@ def _tokenizer_path(config: ml_collections.ConfigDict, saved: dict) -> str:
         return saved_path
     if config.init_from:
         folder = config.init_from
-        candidates = [n for n in sorted(os.listdir(folder)) if n.startswith("tokenizer-") and n.endswith(".model")]
+        candidates = [n for n in fileio.listdir(folder) if n.startswith("tokenizer-") and n.endswith(".model")]
         return os.path.join(folder, candidates[0]) if candidates else folder  # a pretraining workdir's own
     raise ConfigError(
         "no tokenizer: init_from is empty, so pass --config.tokenizer.path=vocab.txt (or a .model / vocab.json)"
@@ -118,9 +119,9 @@ def task_tokenizer(config: ml_collections.ConfigDict, saved: dict) -> Tokenizer:
     """The checkpoint's tokenizer (or `tokenizer.path`); an error if its vocabulary is not the model's."""
     path = _tokenizer_path(config, saved)
     lower = config.tokenizer.do_lower_case
-    hf_options = os.path.join(path, "tokenizer_config.json") if os.path.isdir(path) else ""
-    if hf_options and os.path.isfile(hf_options):
-        with open(hf_options, encoding="utf-8") as f:
+    hf_options = os.path.join(path, "tokenizer_config.json") if fileio.isdir(path) else ""
+    if hf_options and fileio.isfile(hf_options):
+        with fileio.open(hf_options, encoding="utf-8") as f:
             lower = json.load(f).get("do_lower_case", lower)
     tokenizer = load_tokenizer(path, do_lower_case=lower)
     if tokenizer.vocab_size != config.model.vocab_size:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from bert_jax.objectives.losses import LossFn, count_totals
+from bert_jax.training import partitioning
 
 
 @flax.struct.dataclass
@@ -72,3 +74,19 @@ def make_eval_step(loss_fn: LossFn):
         return loss_fn(params, batch, None, None)[1]
 
     return step
+
+
+def state_shardings(boxed_params_fn, optimizer: optax.GradientTransformation, mesh, rules) -> TrainState:
+    """The NamedSharding of every leaf of a TrainState, allocating nothing.
+
+    `boxed_params_fn(rng)` returns the model's parameters boxed with their
+    logical axis names (`model.init(...)["params"]`); the optimizer's moments
+    follow their parameters (training/partitioning.py).
+    """
+    rng = jax.random.PRNGKey(0)
+    boxed = jax.eval_shape(boxed_params_fn, rng)
+    params = nn.meta.unbox(boxed)
+    abstract = TrainState(
+        jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(optimizer.init, params), jax.eval_shape(lambda: rng)
+    )
+    return partitioning.state_shardings(abstract, boxed, mesh, rules)

@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
+from bert_jax import fileio
 from bert_jax.data.pipeline import build_pretraining_data, make_batch_iterator
 from bert_jax.errors import BertJaxError, ConfigError
 from bert_jax.models import build_model
@@ -28,7 +30,7 @@ from bert_jax.training.checkpoints import Checkpointer
 from bert_jax.training.memory import check_fits
 from bert_jax.training.metrics import MetricsWriter
 from bert_jax.training.optimizers import learning_rate_schedule, make_optimizer
-from bert_jax.training.steps import TrainState, make_eval_step, make_train_step
+from bert_jax.training.steps import TrainState, make_eval_step, make_train_step, state_shardings
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "bert_jax_config.json"
@@ -52,17 +54,22 @@ def check_finite(loss: float, step: int, checkpointer: Checkpointer) -> None:
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Creates the workdir and records the config there; a clear error when it cannot be written."""
     try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
-        with open(probe, "w") as f:
+        fileio.makedirs(workdir)  # a local folder, or gs://bucket/... (bert_jax.fileio)
+        probe = os.path.join(workdir, f".write_test.{jax.process_index()}")  # hosts may share the workdir
+        with fileio.open(probe, "w") as f:
             f.write("ok")
-        os.remove(probe)
-    except OSError as e:
+        fileio.remove(probe)
+    except BertJaxError:
+        raise  # a bucket path without its filesystem package
+    except Exception as e:  # a bucket's client raises more than OSError (credentials, HTTP errors)
+        if not isinstance(e, OSError) and not fileio.is_remote(workdir):
+            raise
         raise ConfigError(
-            f"workdir {workdir!r} cannot be written ({e.strerror}); pass --workdir=A_WRITABLE_FOLDER"
+            f"workdir {workdir!r} cannot be written ({getattr(e, 'strerror', None) or e}); "
+            "pass --workdir=A_WRITABLE_FOLDER"
         ) from e
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+        with fileio.open(os.path.join(workdir, CONFIG_FILE), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
 
@@ -113,30 +120,40 @@ class Trainer:
         self.model = build_model(config)
         self.schedule = learning_rate_schedule(config)
         self.optimizer = make_optimizer(config)
-        self.state_sharding = partitioning.replicated(self.mesh)
+        self.rules = partitioning.logical_rules(config)
         self.batch_sharding = partitioning.batch_sharding(self.mesh)
+        self.state_sharding = state_shardings(self._boxed_params, self.optimizer, self.mesh, self.rules)
         self.loss_fn = build_loss_fn(config, self.model)
         step = make_train_step(self.loss_fn, self.optimizer, self.schedule, config.grad_accum_steps)
         self._train_jit = jax.jit(
-            step,
+            self._with_rules(step),
             in_shardings=(self.state_sharding, self.batch_sharding),
-            out_shardings=(self.state_sharding, self.state_sharding),
+            out_shardings=(self.state_sharding, partitioning.replicated(self.mesh)),
             donate_argnums=0,
         )
-        self._eval_step = jax.jit(make_eval_step(self.loss_fn))
+        self._eval_step = jax.jit(
+            self._with_rules(make_eval_step(self.loss_fn)),
+            in_shardings=(self.state_sharding.params, self.batch_sharding),
+        )
         self._init = jax.jit(self._init_state, out_shardings=self.state_sharding)
+
+    def _with_rules(self, fn):
+        return partitioning.traced_with_rules(fn, self.mesh, self.rules)
+
+    def _boxed_params(self, rng: jax.Array):
+        dummy = jnp.zeros((1, self.config.max_seq_length), jnp.int32)
+        return self.model.init(rng, dummy)["params"]
 
     def _init_state(self, rng: jax.Array) -> TrainState:
         from flax import linen as nn
 
         init_rng, dropout_rng = jax.random.split(rng)
-        dummy = jnp.zeros((1, self.config.max_seq_length), jnp.int32)
-        params = nn.meta.unbox(self.model.init(init_rng, dummy)["params"])
+        params = nn.meta.unbox(self._boxed_params(init_rng))
         return TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params), dropout_rng)
 
     def abstract_state(self) -> TrainState:
-        shapes = jax.eval_shape(self._init, jax.random.PRNGKey(0))
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.state_sharding), shapes)
+        """The train state as ShapeDtypeStructs with their shardings: what compiles and restores need."""
+        return partitioning.with_shardings(jax.eval_shape(self._init_state, jax.random.PRNGKey(0)), self.state_sharding)
 
     def compile(self, available_memory: int | None = None):
         """Compiles the train step for abstract inputs and checks it fits, allocating nothing."""
@@ -159,7 +176,7 @@ class Trainer:
         restored = checkpointer.restore_latest(self.abstract_state())
         if restored:
             step, state, data_state = restored
-            iterator.load_state_dict(data_state["iterator"])
+            iterator.load_state_dict(own_iterator_state(data_state))
             log.info("resumed from the checkpoint of step %d in %s", step, checkpointer.directory)
         else:
             state = self._init(jax.random.PRNGKey(config.seed))
@@ -189,7 +206,7 @@ class Trainer:
                     writer.write(step, record)
                     writer.progress(step, record, rate)
                 if step % config.checkpoint_every == 0 or step == config.total_steps or stop.raised:
-                    checkpointer.save(step, state, {"iterator": iterator.state_dict()})
+                    checkpointer.save(step, state, iterator_states(iterator))
                     writer.plot()
                 if stop.raised:
                     log.info("SIGTERM: saved step %d and stopping", step)
@@ -204,8 +221,11 @@ class Trainer:
     def evaluate(self, params, data) -> dict[str, float]:
         """Mean metrics over the fixed evaluation batches, prefixed with `eval_`."""
         local = self.config.batch_size // jax.process_count()
+        batches = list(data.eval_batches(local))
+        if jax.process_count() > 1:  # every host runs the same number of steps, or the collectives hang
+            batches = batches[: int(np.min(multihost_utils.process_allgather(np.int32(len(batches)))))]
         totals, count = {}, 0
-        for batch in data.eval_batches(local):
+        for batch in batches:
             metrics = jax.device_get(self._eval_step(params, partitioning.global_batch(batch, self.mesh)))
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
@@ -213,6 +233,24 @@ class Trainer:
         if not count:
             log.warning("the evaluation set has fewer than %d sequences; no evaluation", local)
         return {f"eval_{k}": v / count for k, v in totals.items()} if count else {}
+
+
+def iterator_states(iterator) -> dict:
+    """The data position to checkpoint: this host's, and with several hosts every host's (their shards differ
+    in size, so their epochs end at different steps); orbax writes this JSON from process 0 only."""
+    own = iterator.state_dict()
+    if jax.process_count() == 1:
+        return {"iterator": own}
+    every = multihost_utils.process_allgather(np.asarray([own["epoch"], own["position"]], np.int32))
+    return {"iterator": own, "iterators": [{"epoch": int(e), "position": int(p)} for e, p in every]}
+
+
+def own_iterator_state(data_state: dict) -> dict:
+    """This host's data position from a checkpoint's JSON (`iterator_states`)."""
+    every = data_state.get("iterators")
+    if every and len(every) == jax.process_count():
+        return every[jax.process_index()]
+    return data_state["iterator"]
 
 
 class SigtermFlag:
