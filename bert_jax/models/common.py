@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 _MESH = contextvars.ContextVar("bert_jax_activation_mesh", default=None)
 
@@ -95,6 +96,12 @@ def _dot_transpose(g, x, y, dimension_numbers, swap_ans: bool = False):
     return jax.lax.transpose(out, tuple(int(i) for i in np.argsort(unsorted))).astype(x.dtype)
 
 
+# Names of the dots' outputs for remat policies (models/encoder.py): jax's `dots_saveable` looks for
+# dot_general primitives and does not see the ones inside this module's custom VJP.
+DOT_NO_BATCH = "bert_jax_dot_no_batch_dims"
+DOT_BATCHED = "bert_jax_dot_batched"
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _mixed_dot(lhs, rhs, dimension_numbers, out_dtype):
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, preferred_element_type=jnp.float32).astype(out_dtype)
@@ -143,10 +150,10 @@ def mixed_precision_dot_general(lhs, rhs, dimension_numbers, precision=None, pre
         contracted = int(np.prod(lhs.shape[lhs.ndim - k :]))
         matrix = rhs.reshape((contracted, -1) if rhs_leading else (-1, contracted))
         dims = (((1,), (0,) if rhs_leading else (1,)), ((), ()))
-        out = _mixed_dot(lhs.reshape(-1, contracted), matrix, dims, out_dtype)
+        out = checkpoint_name(_mixed_dot(lhs.reshape(-1, contracted), matrix, dims, out_dtype), DOT_NO_BATCH)
         return out.reshape(free_shape + out_shape)
     dims = ((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))
-    return _mixed_dot(lhs, rhs, dims, out_dtype)
+    return checkpoint_name(_mixed_dot(lhs, rhs, dims, out_dtype), DOT_BATCHED if lhs_batch else DOT_NO_BATCH)
 
 
 def trailing_of(x: jax.Array, k: int) -> tuple[int, ...]:

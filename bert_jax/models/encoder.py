@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.attention import SelfAttention
-from bert_jax.models.common import activation, constrain, dense, layer_norm
+from bert_jax.models.common import DOT_BATCHED, DOT_NO_BATCH, activation, constrain, dense, layer_norm
 
 LAYERS = "layers"
 
@@ -39,10 +39,16 @@ class TransformerLayer(nn.Module):
 
 
 def _remat_policy(name: str):
+    """jax's policies, extended to the named outputs of `mixed_precision_dot_general` (a custom VJP they miss)."""
+    cp = jax.checkpoint_policies
     policies = {
-        "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
-        "dots_saveable": jax.checkpoint_policies.dots_saveable,
-        "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        "nothing_saveable": cp.nothing_saveable,
+        "dots_saveable": cp.save_from_both_policies(
+            cp.dots_saveable, cp.save_only_these_names(DOT_NO_BATCH, DOT_BATCHED)
+        ),
+        "dots_with_no_batch_dims_saveable": cp.save_from_both_policies(
+            cp.dots_with_no_batch_dims_saveable, cp.save_only_these_names(DOT_NO_BATCH)
+        ),
     }
     if name not in policies:
         raise ValueError(f"unknown remat_policy {name!r}; use 'none' or one of {sorted(policies)}")

@@ -35,15 +35,23 @@ def step_memory_bytes(compiled) -> tuple[int, int]:
 
 
 def check_fits(
-    compiled, config: ml_collections.ConfigDict, available: int | None = None, headroom: float = 0.9
+    compiled,
+    config: ml_collections.ConfigDict,
+    available: int | None = None,
+    headroom: float = 0.9,
+    batch_devices: int | None = None,
 ) -> None:
-    """Raises a ConfigError naming the needed and available memory and overrides that fit."""
+    """Raises a ConfigError naming the needed and available memory and overrides that fit.
+
+    `batch_devices` (the mesh's data x fsdp devices; default all of this process's view) bounds the suggested
+    batch from below, so a plan for a topology this machine does not have suggests batches its mesh can split.
+    """
     available = device_memory_bytes() if available is None else available
     fixed, activations = step_memory_bytes(compiled)
     budget = available * headroom
     if fixed + activations <= budget:
         return
-    suggestion = _suggest(config, fixed, activations, budget)
+    suggestion = _suggest(config, fixed, activations, budget, batch_devices or jax.device_count())
     raise ConfigError(
         f"the train step needs {(fixed + activations) / GIB:.1f} GiB per device "
         f"({fixed / GIB:.1f} GiB parameters, optimizer state and batch, {activations / GIB:.1f} GiB activations) "
@@ -56,10 +64,9 @@ def check_fits(
     )
 
 
-def _suggest(config, fixed: int, activations: int, budget: float) -> str:
+def _suggest(config, fixed: int, activations: int, budget: float, devices: int) -> str:
     """Largest power-of-two batch (at the configured length, and at 128) whose estimate fits."""
     batch, length = config.batch_size, config.max_seq_length
-    devices = jax.device_count()
     options = []
     for new_length in sorted({length, min(length, 128)}, reverse=True):
         new_batch = batch

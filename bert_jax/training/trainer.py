@@ -155,14 +155,19 @@ class Trainer:
         """The train state as ShapeDtypeStructs with their shardings: what compiles and restores need."""
         return partitioning.with_shardings(jax.eval_shape(self._init_state, jax.random.PRNGKey(0)), self.state_sharding)
 
-    def compile(self, available_memory: int | None = None):
-        """Compiles the train step for abstract inputs and checks it fits, allocating nothing."""
+    def lower(self):
+        """The train step lowered for the abstract (sharded) state and batch; nothing is allocated."""
         batch = {
             k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_sharding)
             for k, v in abstract_batch(self.config).items()
         }
-        compiled = self._train_jit.lower(self.abstract_state(), batch).compile()
-        check_fits(compiled, self.config, available_memory)
+        return self._train_jit.lower(self.abstract_state(), batch)
+
+    def compile(self, available_memory: int | None = None):
+        """Compiles the train step for abstract inputs and checks it fits, allocating nothing."""
+        compiled = self.lower().compile()
+        batch_devices = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        check_fits(compiled, self.config, available_memory, batch_devices=batch_devices)
         self._train_step = compiled
         return compiled
 
