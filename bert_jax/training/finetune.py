@@ -22,25 +22,39 @@ import json
 import logging
 import math
 import os
-import shutil
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
+from bert_jax import fileio
 from bert_jax.errors import ConfigError
 from bert_jax.models.task_model import SINGLE_HEAD, build_task_model
 from bert_jax.tasks import get_task
 from bert_jax.tasks.base import Features, Task
 from bert_jax.training import partitioning
 from bert_jax.training.checkpoints import Checkpointer
-from bert_jax.training.finetune_data import TrainOrder, eval_batches, local_rows, subset
+from bert_jax.training.finetune_data import (
+    AUTO,
+    TrainOrder,
+    batch_width,
+    choose_widths,
+    eval_batches,
+    eval_rows,
+    local_rows,
+    parse_widths,
+    subset,
+)
 from bert_jax.training.finetune_init import graft, load_init, task_tokenizer, to_numpy
 from bert_jax.training.metrics import MetricsWriter
 from bert_jax.training.optimizers import learning_rate_schedule, make_optimizer, with_layerwise_decay
-from bert_jax.training.steps import TrainState, make_train_step
+from bert_jax.training.precompile import AheadOfTime
+from bert_jax.training.precompile import abstract as precompile_abstract
+from bert_jax.training.steps import TrainState, make_train_step, state_shardings
 from bert_jax.training.trainer import SigtermFlag, check_finite, prepare_workdir, validate_run
 
 log = logging.getLogger(__name__)
@@ -63,14 +77,24 @@ class FineTuner:
         self.heads = tuple((name, task.head, task.num_labels) for name, task in self.tasks.items())
         self.model = build_task_model(config.model, self.heads, config.finetune.head_dropout)
         self._loaded = loaded
+        self._aot = AheadOfTime(compiler_options=_compiler_options(config))  # finetune.compile_ahead
+        self._recording: dict | None = None  # while evaluating in the loop: {(split, head): predict()'s result}
+        self._reuse: dict | None = None  # in _finish: those results, when they are the best parameters'
+        self.widths = parse_widths(config.finetune.bucket_widths)  # a tuple, or AUTO: chosen per batch set
+        self._eval_widths: dict[int, tuple[int, ...]] = {}  # id(dev features) -> their batch widths
         self._load_data()
         self._set_schedule()
+        self._choose_train_widths()
         self.schedule = learning_rate_schedule(config)
         self.optimizer = with_layerwise_decay(make_optimizer(config), config.model, config.finetune.layerwise_lr_decay)
         self.replicated = partitioning.replicated(self.mesh)
+        self.rules = partitioning.logical_rules(config)
+        self.state_sharding = state_shardings(self._boxed_params, self.optimizer, self.mesh, self.rules)
         self.batch_sharding = partitioning.batch_sharding(self.mesh)
         self._train_step = self._jit_train_step(self._train_step_fn())
-        self._eval_step = jax.jit(self._eval_outputs, static_argnames="head")
+        self._eval_step = jax.jit(
+            partitioning.traced_with_rules(self._eval_outputs, self.mesh, self.rules), static_argnames="head"
+        )
 
     def _make_tasks(self) -> dict[str, Task]:
         return {SINGLE_HEAD: get_task(self.config)}
@@ -90,9 +114,9 @@ class FineTuner:
 
     def _jit_train_step(self, step):
         return jax.jit(
-            step,
-            in_shardings=(self.replicated, self.batch_sharding),
-            out_shardings=(self.replicated, self.replicated),
+            partitioning.traced_with_rules(step, self.mesh, self.rules),
+            in_shardings=(self.state_sharding, self.batch_sharding),
+            out_shardings=(self.state_sharding, self.replicated),
             donate_argnums=0,
         )
 
@@ -117,7 +141,33 @@ class FineTuner:
     def _load_data(self) -> None:
         c = self.config
         self.train_features, self.eval_sets = self._task_data(self.task)
-        self.order = TrainOrder(self.train_features, c.batch_size, c.seed, c.finetune.bucket_lengths)
+        self.order = TrainOrder(self.train_features, c.batch_size, c.seed, c.finetune.bucket_lengths, self.fixed_widths)
+
+    @property
+    def fixed_widths(self) -> tuple[int, ...]:
+        """`finetune.bucket_widths` when it lists widths; () (multiples of 16) when it is empty or auto."""
+        return () if self.widths == AUTO else self.widths
+
+    def _choose_train_widths(self) -> None:
+        """bucket_widths=auto: the training batches' widths for this run's steps (finetune_data.choose_widths)."""
+        c = self.config
+        if self.widths == AUTO and isinstance(self.order, TrainOrder):
+            own = self.order.own_widths(0, c.total_steps)
+            self.order.widths = choose_widths(own, c.batch_size, c.finetune.compile_cost_tokens)
+            log.info("batch widths %s for %d steps (bucket_widths=auto)", self.order.widths, c.total_steps)
+
+    def eval_widths(self, features: Features) -> tuple[int, ...]:
+        """The batch widths of evaluating `features`; auto: chosen for every evaluation of the run together."""
+        if self.widths != AUTO:
+            return self.widths
+        if id(features) not in self._eval_widths:
+            c = self.config
+            evaluations = math.ceil(c.total_steps / c.eval_every)
+            own = [batch_width(features, rows) for rows in eval_rows(features, c.batch_size)] * evaluations
+            # An eval-step compile costs ~1/6 of a train step's and an eval token ~1/3 of a train token: half.
+            cost = c.finetune.compile_cost_tokens / 2
+            self._eval_widths[id(features)] = choose_widths(own, c.batch_size, cost)
+        return self._eval_widths[id(features)]
 
     def _eval_sets_of(self, head: str | None) -> dict[str, tuple[list, Features]]:
         return self.eval_sets
@@ -163,17 +213,44 @@ class FineTuner:
         loss, _ = task.loss(outputs, batch)
         return outputs, loss * task.loss_weight(batch), task.loss_weight(batch)
 
-    def init_state(self, seed: int) -> TrainState:
-        init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    def _boxed_params(self, rng: jax.Array):
+        """Freshly initialised parameters, boxed with their logical axis names."""
         dummy = jnp.zeros((1, 8), jnp.int32)
         first_head, first_kind, _ = self.heads[0]
         if first_kind == "choice":
             dummy = dummy[:, None]
-        params = to_numpy(nn.meta.unbox(self.model.init(init_rng, dummy, head=first_head)["params"]))
+        return self.model.init(rng, dummy, head=first_head)["params"]
+
+    def _fresh_params(self, rng: jax.Array) -> dict:
+        """The initial parameters (numpy) that `graft` completes with the checkpoint's tensors.
+
+        Only the tensors the checkpoint does not supply (the head, a missing
+        pooler) are computed, by a jitted init whose other outputs XLA drops;
+        the rest are ShapeDtypeStructs that `graft` replaces. An eager
+        `model.init` of the whole encoder took 5-12 s of a MiniLM run's start-up.
+        """
+        shapes = flatten_dict(nn.meta.unbox(jax.eval_shape(self._boxed_params, rng)))
+        have = flatten_dict(self._loaded) if self._loaded is not None else {}
+        needed = [k for k, v in shapes.items() if k not in have or tuple(np.shape(have[k])) != tuple(v.shape)]
+        if not needed:
+            return unflatten_dict(shapes)
+
+        def init(key):
+            flat = flatten_dict(nn.meta.unbox(self._boxed_params(key)))
+            return [flat[k] for k in needed]
+
+        values = dict(zip(needed, to_numpy(jax.jit(init)(rng))))
+        return unflatten_dict({k: values.get(k, v) for k, v in shapes.items()})
+
+    def init_state(self, seed: int) -> TrainState:
+        init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+        params = self._fresh_params(init_rng)
         params = graft(params, self._loaded, self.config.finetune.reinit_head, self.config.init_from)
-        params = jax.device_put(jax.tree.map(jnp.asarray, params), self.replicated)
-        opt_state = jax.jit(self.optimizer.init, out_shardings=self.replicated)(params)
-        return TrainState(jnp.zeros((), jnp.int32), params, opt_state, jax.device_put(dropout_rng, self.replicated))
+        params = jax.device_put(jax.tree.map(jnp.asarray, params), self.state_sharding.params)
+        opt_state = jax.jit(self.optimizer.init, out_shardings=self.state_sharding.opt_state)(params)
+        step = jnp.zeros((), jnp.int32)  # placed like the step's output, or the second step compiles again
+        step, dropout_rng = jax.device_put((step, dropout_rng), self.replicated)
+        return TrainState(step, params, opt_state, dropout_rng)
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     def predict(self, params, split: str, head: str | None = None) -> tuple[list, dict[str, float]]:
@@ -183,10 +260,13 @@ class FineTuner:
         width = features.arrays["input_ids"].shape[-1]
         collected: dict[str, np.ndarray] = {}
         loss_sum = weight_sum = 0.0
-        for rows, batch in eval_batches(features, self.config.batch_size):
+        reused = (self._reuse or {}).get((split, head))
+        if reused is not None:
+            return reused
+        for rows, batch in eval_batches(features, self.config.batch_size, self.eval_widths(features)):
             cut = batch["input_ids"].shape[-1]
             batch = partitioning.global_batch(local_rows(batch), self.mesh)
-            outputs, loss, weight = _gather(self._eval_step(params, batch, head=head))
+            outputs, loss, weight = _gather(self._aot.call(self._eval_step, params, batch, head=head))
             loss_sum, weight_sum = loss_sum + float(loss), weight_sum + float(weight)
             for key, value in outputs.items():
                 value = value[: len(rows)]
@@ -199,7 +279,10 @@ class FineTuner:
                 collected[key][rows] = value
         predictions = task.predict(collected, features, examples)
         metrics = task.metrics(predictions, examples)
-        return predictions, {**metrics, "loss": loss_sum / max(weight_sum, 1e-9)}
+        result = predictions, {**metrics, "loss": loss_sum / max(weight_sum, 1e-9)}
+        if self._recording is not None:
+            self._recording[(split, head)] = result
+        return result
 
     def evaluate(self, params) -> dict[str, dict]:
         """Metrics of every dev split: {split: {metric: value}}."""
@@ -223,13 +306,47 @@ class FineTuner:
     def train_step(self, state: TrainState, step: int) -> tuple[TrainState, dict]:
         """One update on the global batch of 0-based `step`."""
         batch = partitioning.global_batch(local_rows(self.order.batch(step)), self.mesh)
-        return self._train_step(state, batch)
+        return self._aot.call(self._train_step, state, batch)
+
+    def _abstract_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.ShapeDtypeStruct]:
+        """The global arrays a step gets for `batch` (a global batch from make_batch), as ShapeDtypeStructs."""
+        return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_sharding) for k, v in batch.items()}
+
+    def compile_jobs(self, state: TrainState, start: int) -> list[tuple[int, Callable, tuple, dict]]:
+        """(first step that needs it, jitted fn, args, static args and label) of every train-step shape of steps
+        [start, total_steps) and every eval-step shape of the dev sets, for `finetune.compile_ahead`."""
+        c = self.config
+        jobs = []
+        for first in self.order.first_steps_by_width(start, c.total_steps).values():
+            batch = self.order.batch(first)
+            label = f"the train step for width {batch['input_ids'].shape[-1]}"
+            jobs.append((first, self._train_step, (state, self._abstract_batch(batch)), {"label": label}))
+        first_eval = min((start // c.eval_every + 1) * c.eval_every, c.total_steps) - 1
+        for _, features in self.eval_sets.values():
+            seen = set()
+            for _, batch in eval_batches(features, c.batch_size, self.eval_widths(features)):
+                if batch["input_ids"].shape[-1] not in seen:
+                    seen.add(batch["input_ids"].shape[-1])
+                    args = (state.params, self._abstract_batch(batch))
+                    label = f"the eval step for width {batch['input_ids'].shape[-1]}"
+                    jobs.append((first_eval, self._eval_step, args, {"head": None, "label": label}))
+        return jobs
+
+    def _compile_ahead(self, state: TrainState, start: int) -> None:
+        """Starts compiling every shape the run will need, in the order the steps need them (precompile.py)."""
+        if not self.config.finetune.compile_ahead or start >= self.config.total_steps:
+            return
+        jobs = sorted(self.compile_jobs(precompile_abstract(state), start), key=lambda job: job[0])
+        for _, fn, args, static in jobs:
+            self._aot.submit(fn, args, **static)
+        if jobs:
+            log.info("compiling %d step shapes ahead of time in the background", len(jobs))
 
     def train(self) -> dict[str, float]:
         c, workdir = self.config, self.workdir
         prepare_workdir(workdir, c)
         fresh = self.init_state(c.seed)
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), fresh)
+        abstract = partitioning.with_shardings(fresh, self.state_sharding)
         checkpointer = Checkpointer(workdir, keep=c.keep_checkpoints)
         restored = checkpointer.restore_latest(abstract)
         best = {"step": -1, "value": -math.inf}
@@ -241,10 +358,12 @@ class FineTuner:
             state = fresh
         del fresh
         step = int(state.step)
+        self._compile_ahead(state, step)
         _drop_steps_after(os.path.join(workdir, "best", "checkpoints"), best["step"])  # saved after the resumed one
         best_keeper = Checkpointer(os.path.join(workdir, "best"), keep=1, asynchronous=False)
         writer = MetricsWriter(workdir, c.total_steps, enabled=jax.process_index() == 0, start_step=step)
         stop = SigtermFlag()
+        evaluated = None  # (step, {(split, head): predict()'s result}) of the last evaluation
         try:
             while step < c.total_steps:
                 state, metrics = self.train_step(state, step)
@@ -255,7 +374,9 @@ class FineTuner:
                     rate = writer.steps_per_sec(step)
                     record = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if step % c.eval_every == 0 or step == c.total_steps:
+                    self._recording = {}  # predict() keeps each split's results, for _finish to reuse
                     entries, chosen, value = self.score(self.evaluate(state.params))
+                    evaluated, self._recording = (step, self._recording), None
                     record.update(entries)
                     if value > best["value"]:
                         best = {"step": step, "value": value}
@@ -271,20 +392,33 @@ class FineTuner:
                     log.info("SIGTERM: saved step %d and stopping", step)
                     return {}
             checkpointer.wait()
-            return self._finish(state.params, best_keeper, best)
+            reuse = evaluated[1] if evaluated is not None and evaluated[0] == best["step"] else None
+            return self._finish(state.params, best_keeper, best, reuse)
         finally:
+            self._aot.close()
             checkpointer.close()
             best_keeper.close()
             writer.plot()
             writer.close()
             stop.restore()
 
-    def _finish(self, params, best_keeper: Checkpointer, best: dict) -> dict[str, float]:
-        """eval_results.json and predictions from the best evaluated parameters."""
-        restored = best_keeper.restore_latest(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params))
-        if restored:
-            params = restored[1]
-        return self._write_results(params, best)
+    def _finish(self, params, best_keeper: Checkpointer, best: dict, reuse: dict | None = None) -> dict[str, float]:
+        """eval_results.json and predictions from the best evaluated parameters.
+
+        `reuse`: the predictions and metrics of the last evaluation when it
+        was the best (its parameters are `params`), written as they are
+        instead of restoring the kept parameters and evaluating them again.
+        """
+        if reuse is None:
+            abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+            restored = best_keeper.restore_latest(abstract)
+            if restored:
+                params = restored[1]
+        self._reuse = reuse
+        try:
+            return self._write_results(params, best)
+        finally:
+            self._reuse = None
 
     def _write_results(self, params, best: dict) -> dict[str, float]:
         final = self.final_results(params, "predictions")
@@ -306,12 +440,20 @@ class FineTuner:
         return {k.lower(): v for k, v in _flatten(results, first_split).items() if not k.endswith("loss")}
 
 
+def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
+    """XLA options of the steps compiled ahead of time: `finetune.cpu_opt_level` on a CPU backend."""
+    level = config.finetune.cpu_opt_level
+    if jax.default_backend() != "cpu" or level is None or level < 0:
+        return None
+    return {"xla_backend_optimization_level": int(level)}
+
+
 def _drop_steps_after(directory: str, step: int) -> None:
     """Removes best-parameter steps newer than the resumed run's best (a crash between the two saves)."""
-    if os.path.isdir(directory):
-        for name in os.listdir(directory):
+    if fileio.isdir(directory):
+        for name in fileio.listdir(directory):
             if name.isdigit() and int(name) > step:
-                shutil.rmtree(os.path.join(directory, name))
+                fileio.rmtree(os.path.join(directory, name))
 
 
 def _gather(tree):
@@ -332,6 +474,10 @@ def _flatten(results: dict[str, dict], first_split: str, prefix: str = "") -> di
 
 
 def _write_json(path: str, value: dict) -> None:
+    if fileio.is_remote(path):  # a bucket object appears whole when written
+        with fileio.open(path, "w") as f:
+            json.dump(value, f, indent=2)
+        return
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2)
     os.replace(path + ".tmp", path)
@@ -375,8 +521,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
     best_seed = max(seeds, key=lambda s: per_seed[s].get(key, -math.inf))
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, RESULTS_FILE), summary)
-        for name in os.listdir(os.path.join(workdir, f"seed_{best_seed}")):
+        for name in fileio.listdir(os.path.join(workdir, f"seed_{best_seed}")):
             if name.startswith("predictions"):
-                shutil.copy2(os.path.join(workdir, f"seed_{best_seed}", name), os.path.join(workdir, name))
+                fileio.copy(os.path.join(workdir, f"seed_{best_seed}", name), os.path.join(workdir, name))
     log.info("seeds %s: median %s, max %s; predictions of seed %d", seeds, summary["median"], summary["max"], best_seed)
     return summary

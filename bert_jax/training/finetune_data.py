@@ -1,24 +1,32 @@
 """Batches of task features for fine-tuning: length bucketing, dynamic padding, deterministic order.
 
 Each batch is padded to its own longest row rounded up to a multiple of
-`PAD_MULTIPLE` (and at most the features' width), so the jitted step sees a
-handful of shapes (at most max_seq_length / PAD_MULTIPLE + 1) instead of one
-per batch. The order of an epoch depends only on (seed, epoch): the batch of
-global step s is recomputed from s, so resuming needs no data state.
+`PAD_MULTIPLE`, or to the next of a few widths (`finetune.bucket_widths`),
+and at most the features' width (their longest row), so the jitted step sees
+a handful of shapes instead of one per batch. Every shape costs one XLA
+compile of the train step (seconds on a CPU), so a short run is faster with
+fewer, coarser widths and a long one with finer ones: `choose_widths` picks
+them per run from the batches it will compute. The order of an epoch
+depends only on (seed, epoch): the batch of global step s is recomputed
+from s, so resuming needs no data state.
 Batches always have `batch_size` rows; rows added to fill the last one have
 `row_weights` 0 and contribute nothing to the loss or the metrics.
 """
 
 from __future__ import annotations
 
+import collections
 import math
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
+from bert_jax.errors import ConfigError
 from bert_jax.tasks.base import Features
 
 PAD_MULTIPLE = 16
+AUTO = "auto"  # finetune.bucket_widths: chosen per run by `choose_widths`
 BUCKET_BATCHES = 50  # batches per bucketing window: sorted by length inside it, then shuffled
 
 
@@ -30,17 +38,63 @@ def subset(examples: list, limit: int, seed: int = 0) -> list:
     return [examples[i] for i in keep]
 
 
-def batch_width(features: Features, rows: np.ndarray) -> int:
-    """The padded length of a batch of `rows`: its longest row rounded up to PAD_MULTIPLE."""
+def parse_widths(text: str) -> tuple[int, ...] | str:
+    """`finetune.bucket_widths` ("16,32,64,128") as sorted positive ints; empty: (); "auto": AUTO."""
+    if str(text).strip() == AUTO:
+        return AUTO
+    try:
+        widths = sorted({int(w) for w in str(text).split(",") if w.strip()})
+    except ValueError:
+        widths = [0]
+    if any(w <= 0 for w in widths):
+        raise ConfigError(f"finetune.bucket_widths {text!r} must be 'auto' or comma-separated positive integers")
+    return tuple(widths)
+
+
+def choose_widths(required: Sequence[int], rows_per_batch: int, compile_cost_tokens: float) -> tuple[int, ...]:
+    """The batch widths that minimise `compile_cost_tokens` per width used + the padded tokens computed.
+
+    `required` holds each batch's own width (`batch_width` without widths:
+    its longest row rounded up to PAD_MULTIPLE), one entry per batch the run
+    computes. Every chosen width is one of them, each batch is padded to the
+    smallest chosen width that holds it, and the largest is always chosen.
+    An exact dynamic programme over the (few) distinct widths.
+    """
+    counts = sorted(collections.Counter(required).items())
+    if not counts:
+        return ()
+    widths = [w for w, _ in counts]
+    best, cut = [0.0] + [math.inf] * len(counts), [0] * (len(counts) + 1)
+    for end in range(1, len(counts) + 1):  # widths[end - 1] is chosen and holds the batches of widths[start:end]
+        batches = 0
+        for start in range(end - 1, -1, -1):
+            batches += counts[start][1]
+            cost = best[start] + compile_cost_tokens + batches * rows_per_batch * widths[end - 1]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    chosen, end = [], len(counts)
+    while end:
+        chosen.append(widths[end - 1])
+        end = cut[end]
+    return tuple(sorted(chosen))
+
+
+def batch_width(features: Features, rows: np.ndarray, widths: Sequence[int] = ()) -> int:
+    """The padded length of a batch of `rows`: its longest row rounded up to the next of `widths` (none:
+    to a multiple of PAD_MULTIPLE), at most the features' width."""
     width = features.arrays["input_ids"].shape[-1]
     longest = int(features.lengths[rows].max()) if len(rows) else 1
-    return min(math.ceil(longest / PAD_MULTIPLE) * PAD_MULTIPLE, width)
+    fits = [w for w in widths if w >= longest]
+    padded = fits[0] if fits else math.ceil(longest / PAD_MULTIPLE) * PAD_MULTIPLE
+    return min(padded, width)
 
 
-def make_batch(features: Features, rows: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+def make_batch(
+    features: Features, rows: np.ndarray, batch_size: int, widths: Sequence[int] = ()
+) -> dict[str, np.ndarray]:
     """The arrays of `rows`, cut to the batch's width, with padding rows up to `batch_size` and `row_weights`."""
     width = features.arrays["input_ids"].shape[-1]
-    cut = batch_width(features, rows)
+    cut = batch_width(features, rows, widths)
     batch = {}
     for key, array in features.arrays.items():
         part = array[rows]
@@ -62,8 +116,9 @@ def local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class TrainOrder:
     """Which rows make the batch of each global step: shuffled per epoch, bucketed by length if asked."""
 
-    def __init__(self, features: Features, batch_size: int, seed: int, bucket: bool):
+    def __init__(self, features: Features, batch_size: int, seed: int, bucket: bool, widths: Sequence[int] = ()):
         self.features, self.batch_size, self.seed, self.bucket = features, batch_size, seed, bucket
+        self.widths = tuple(widths)
         self.steps_per_epoch = max(math.ceil(len(features) / batch_size), 1)
         self._epoch, self._batches = -1, []
 
@@ -80,17 +135,36 @@ class TrainOrder:
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The global batch of 0-based `step`."""
+    def rows(self, step: int) -> np.ndarray:
+        """The feature rows of the batch of 0-based `step`."""
         epoch, index = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self._epoch_batches(epoch)
-        return make_batch(self.features, self._batches[index], self.batch_size)
+        return self._batches[index]
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """The global batch of 0-based `step`."""
+        return make_batch(self.features, self.rows(step), self.batch_size, self.widths)
+
+    def own_widths(self, start: int, stop: int) -> list[int]:
+        """Each step's batch width in [start, stop) without `widths` (the input of `choose_widths`)."""
+        return [batch_width(self.features, self.rows(step)) for step in range(start, stop)]
+
+    def first_steps_by_width(self, start: int, stop: int) -> dict[int, int]:
+        """{padded width: the first step in [start, stop) with a batch of that width}, in order of first use."""
+        first: dict[int, int] = {}
+        for step in range(start, stop):
+            first.setdefault(batch_width(self.features, self.rows(step), self.widths), step)
+        return first
 
 
-def eval_batches(features: Features, batch_size: int):
-    """(rows, batch) over every row once, sorted by length so each batch pads little."""
+def eval_rows(features: Features, batch_size: int) -> list[np.ndarray]:
+    """The rows of each evaluation batch: every row once, sorted by length so each batch pads little."""
     order = np.argsort(features.lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        yield rows, make_batch(features, rows, batch_size)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def eval_batches(features: Features, batch_size: int, widths: Sequence[int] = ()):
+    """(rows, batch) of each evaluation batch (`eval_rows`)."""
+    for rows in eval_rows(features, batch_size):
+        yield rows, make_batch(features, rows, batch_size, widths)

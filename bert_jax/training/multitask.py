@@ -193,13 +193,17 @@ class MultiTaskFineTuner(FineTuner):
         orders = {}
         for name, task in self.tasks.items():
             features, self.task_eval_sets[name] = self._task_data(task)
-            orders[name] = TrainOrder(features, c.batch_size, c.seed, c.finetune.bucket_lengths)
+            orders[name] = TrainOrder(features, c.batch_size, c.seed, c.finetune.bucket_lengths, self.fixed_widths)
         self.order = TaskMixture(orders, c.finetune.task_sampling_alpha, c.seed)
         shares = ", ".join(f"{n} {p:.1%}" for n, p in zip(self.order.names, self.order.sampler.probabilities))
         log.info("multi-task sampling (alpha=%g): %s of the steps", c.finetune.task_sampling_alpha, shares)
 
     def _eval_sets_of(self, head: str | None) -> dict[str, tuple[list, Features]]:
         return self.task_eval_sets[head or next(iter(self.tasks))]
+
+    def compile_jobs(self, state: TrainState, start: int) -> list:
+        """None: each task's step shapes are compiled on first use (finetune.compile_ahead covers single tasks)."""
+        return []
 
     def train_step(self, state: TrainState, step: int) -> tuple[TrainState, dict]:
         """One update on the step's drawn task; its metrics are logged under the task's name (`sst2_accuracy`)."""
