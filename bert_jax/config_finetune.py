@@ -33,7 +33,7 @@ def finetune_config(task: str, **overrides) -> ml_collections.ConfigDict:
     c.finetune.head_dropout = 0.1  # dropout on the head's input
     c.finetune.reinit_head = False  # True: a checkpoint head of another size is replaced by a fresh one
     c.finetune.best_metric = ""  # the dev metric that picks the kept checkpoint; empty: the task's first
-    c.finetune.seeds = "0"  # comma-separated; one run per seed, with each score, the median and the max
+    c.finetune.seeds = ""  # comma-separated; one run per seed, with each score, the median and the max; empty: seed
     c.finetune.bucket_lengths = True  # batches of similar lengths, padded to their own longest row
     # Each batch is padded to the next of these widths above its longest row ("32,64,128"; empty: the next
     # multiple of 16). Every width used is one XLA compile of the train and eval steps (seconds on a CPU), so

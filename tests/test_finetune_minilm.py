@@ -35,6 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_EXAMPLES, DEV_EXAMPLES = 1024, 200
 # Measured dev accuracy on the 200-example subset (majority class 53.0%), seed 0, this machine (2 busy cores):
 # 73.5 and 73.5 in two runs with these settings (CPU 110 s and 112 s; wall 310 s and 368 s, machine shared);
+# 74.0 in three runs after the batch widths became per-run and compiled ahead of time (CPU 75-96 s, wall 44 s
+# on the idle machine; bench/RESULTS_finetune.md);
 # 512 examples at lr 1e-4 gave only 61.0 (the loss had barely moved from ln 2), hence 1024 at 2e-4.
 # 65 is 3 binomial standard deviations (sqrt(.53 * .47 / 200) = 3.5 points) above the majority class and
 # leaves 8.5 points below the measured value for other CPUs, thread counts and jax versions: a run that

@@ -495,7 +495,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) fine-tuning; one seed in `workdir`, several in `workdir/seed_<s>` plus a summary."""
-    seeds = parse_seeds(config.finetune.seeds)
+    seeds = parse_seeds(config.finetune.seeds) if str(config.finetune.seeds).strip() else [config.seed]
     runner = FineTuner
     if config.finetune.get("tasks"):  # MT-DNN: several tasks, one shared encoder
         from bert_jax.training.multitask import MultiTaskFineTuner
