@@ -58,7 +58,7 @@ from absl import app, flags
 from bert_jax import main as cli
 from bert_jax.errors import BertJaxError, ConfigError
 from bert_jax.training import memory, partitioning
-from bert_jax.training.trainer import Trainer, abstract_batch
+from bert_jax.training.trainer import Trainer
 
 GIB = 1024**3
 
@@ -365,10 +365,7 @@ def make_plan(
         compiled, refused = None, str(e)  # XLA:TPU refuses to compile a program larger than HBM
     compile_s = time.perf_counter() - start
     state = trainer.abstract_state()
-    batch = {
-        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_sharding)
-        for k, v in abstract_batch(config).items()
-    }
+    batch = trainer.abstract_batch()
     param_bytes = partitioning.per_device_bytes(state.params)
     state_bytes = partitioning.per_device_bytes(state)
     batch_bytes = partitioning.per_device_bytes(batch)

@@ -14,6 +14,8 @@
 # The checkout (and --venv) must be on a filesystem every node sees.
 # --dry-run prints the sbatch script and the sbatch command and submits nothing.
 set -euo pipefail
+# shellcheck source=launch/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<'EOF'
@@ -66,11 +68,6 @@ LOG_DIR="$REPO_ROOT/workdirs/slurm"
 FOLLOW=0
 DRY_RUN=0
 MAIN_ARGS=()
-
-die() {
-  echo "gpu_slurm.sh: $*" >&2
-  exit 2
-}
 
 while (($#)); do
   arg=$1
@@ -133,27 +130,6 @@ if ((!VENV_SET)) && [[ -d $REPO_ROOT/.venv ]]; then
 fi
 PROCESSES=$((NODES * GPUS))
 
-# q WORD: WORD quoted for a POSIX shell; a --flag=value keeps --flag= outside the quotes.
-q() {
-  local s=$1 prefix=
-  if [[ $s =~ ^(--[A-Za-z0-9._-]+=)(.*)$ ]]; then
-    prefix=${BASH_REMATCH[1]}
-    s=${BASH_REMATCH[2]}
-  fi
-  if [[ -n $s && $s =~ ^[A-Za-z0-9_./:=@,+%^-]+$ ]]; then
-    printf '%s%s' "$prefix" "$s"
-  else
-    printf "%s'%s'" "$prefix" "${s//\'/\'\\\'\'}"
-  fi
-}
-
-qargs() {
-  local out=() w
-  for w in "$@"; do
-    out+=("$(q "$w")")
-  done
-  printf '%s' "${out[*]}"
-}
 
 python_cmd=(python -m bert_jax.main "--config=$CONFIG" "--workdir=$WORKDIR")
 if [[ -n $DATA ]]; then

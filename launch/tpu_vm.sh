@@ -15,6 +15,8 @@
 # --dry-run prints every command ("+ " and the command, shell-quoted) and runs nothing.
 # Run with --help for the flags.
 set -euo pipefail
+# shellcheck source=launch/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<'EOF'
@@ -68,11 +70,6 @@ STAGE_DATA=0
 DRY_RUN=0
 STEP=all
 MAIN_ARGS=()
-
-die() {
-  echo "tpu_vm.sh: $*" >&2
-  exit 2
-}
 
 while (($#)); do
   arg=$1
@@ -155,28 +152,6 @@ if [[ -n $PROJECT ]]; then
   ZONE_ARGS+=("--project=$PROJECT")
 fi
 
-# q WORD: WORD quoted for a POSIX shell; a --flag=value keeps --flag= outside the quotes.
-q() {
-  local s=$1 prefix=
-  if [[ $s =~ ^(--[A-Za-z0-9._-]+=)(.*)$ ]]; then
-    prefix=${BASH_REMATCH[1]}
-    s=${BASH_REMATCH[2]}
-  fi
-  if [[ -n $s && $s =~ ^[A-Za-z0-9_./:=@,+%^-]+$ ]]; then
-    printf '%s%s' "$prefix" "$s"
-  else
-    printf "%s'%s'" "$prefix" "${s//\'/\'\\\'\'}"
-  fi
-}
-
-# qargs WORD...: the words quoted and joined by spaces.
-qargs() {
-  local out=() w
-  for w in "$@"; do
-    out+=("$(q "$w")")
-  done
-  printf '%s' "${out[*]}"
-}
 
 # run CMD...: print it (+ CMD); run it unless --dry-run.
 run() {

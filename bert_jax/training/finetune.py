@@ -310,7 +310,7 @@ class FineTuner:
 
     def _abstract_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.ShapeDtypeStruct]:
         """The global arrays a step gets for `batch` (a global batch from make_batch), as ShapeDtypeStructs."""
-        return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_sharding) for k, v in batch.items()}
+        return partitioning.with_shardings(batch, self.batch_sharding)
 
     def compile_jobs(self, state: TrainState, start: int) -> list[tuple[int, Callable, tuple, dict]]:
         """(first step that needs it, jitted fn, args, static args and label) of every train-step shape of steps

@@ -175,7 +175,10 @@ def traced_with_rules(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
 
 
 def with_shardings(tree: Any, shardings: Any) -> Any:
-    """ShapeDtypeStructs of `tree`'s leaves carrying `shardings` (for AOT compiles and orbax restores)."""
+    """ShapeDtypeStructs of `tree`'s leaves carrying `shardings`, a matching tree or one sharding for every leaf
+    (for AOT compiles and orbax restores)."""
+    if isinstance(shardings, jax.sharding.Sharding):
+        shardings = jax.tree.map(lambda _: shardings, tree)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
 
 

@@ -155,13 +155,13 @@ class Trainer:
         """The train state as ShapeDtypeStructs with their shardings: what compiles and restores need."""
         return partitioning.with_shardings(jax.eval_shape(self._init_state, jax.random.PRNGKey(0)), self.state_sharding)
 
+    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """A global training batch as ShapeDtypeStructs carrying the batch sharding."""
+        return partitioning.with_shardings(abstract_batch(self.config), self.batch_sharding)
+
     def lower(self):
         """The train step lowered for the abstract (sharded) state and batch; nothing is allocated."""
-        batch = {
-            k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_sharding)
-            for k, v in abstract_batch(self.config).items()
-        }
-        return self._train_jit.lower(self.abstract_state(), batch)
+        return self._train_jit.lower(self.abstract_state(), self.abstract_batch())
 
     def compile(self, available_memory: int | None = None):
         """Compiles the train step for abstract inputs and checks it fits, allocating nothing."""
