@@ -105,7 +105,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for step, scan in keys:  # alternate, so a slow period of the machine hits every setting
             cfg = model_config(
-                **sizes, scan_layers=scan, remat_policy=args.remat_policy, mlm_head=True, pair_head=False
+                **sizes, scan_layers=scan, scan_unroll=1, remat_policy=args.remat_policy, mlm_head=True, pair_head=False
             )
             samples[step, scan].append(compile_seconds(cfg, step, args.batch, args.seq))
             lower, comp, others = samples[step, scan][-1]

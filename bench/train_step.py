@@ -74,6 +74,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -91,7 +92,9 @@ from common import (
 
 import bert_jax
 from bert_jax.models import attention as attention_module
+from bert_jax.models import embeddings as embeddings_module
 from bert_jax.models import encoder as encoder_module
+from bert_jax.models import heads as heads_module
 from bert_jax.objectives import losses as losses_module
 from bert_jax.training import partitioning
 from bert_jax.training.trainer import Trainer
@@ -477,6 +480,31 @@ class DotProductAttention(attention_module.SelfAttention):
         return jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype), implementation="xla")
 
 
+class SeparateProjections(attention_module.SelfAttention):
+    """SelfAttention with three [tokens, H] x [H, H] matmuls for q, k, v instead of the package's fused one."""
+
+    def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        cfg = self.config
+        dtype = attention_module.compute_dtype(cfg)
+        out = []
+        for name in attention_module.QKV:
+            kernel, bias = attention_module.ProjectionParams(
+                cfg, (cfg.num_heads, cfg.hidden_size // cfg.num_heads), name=name
+            )()
+            dims = (((x.ndim - 1,), (0,)), ((), ()))
+            out.append(
+                attention_module.mixed_precision_dot_general(x.astype(dtype), kernel.astype(dtype), dims)
+                + bias.astype(dtype)
+            )
+        return tuple(out)
+
+
+@contextlib.contextmanager
+def separate_projections() -> Iterator[None]:
+    with patched(encoder_module, "SelfAttention", SeparateProjections):
+        yield
+
+
 @contextlib.contextmanager
 def patched(module: Any, name: str, value: Any) -> Iterator[None]:
     """Replaces `module.name` while tracing (the package looks these names up at call time)."""
@@ -514,6 +542,15 @@ def dot_product_attention() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def flax_dropout() -> Iterator[None]:
+    """flax's `nn.Dropout` (a 32-bit random word per element) instead of bert_jax's 16-bit `Dropout`."""
+    with contextlib.ExitStack() as stack:
+        for module in (attention_module, embeddings_module, encoder_module, heads_module):
+            stack.enter_context(patched(module, "Dropout", nn.Dropout))
+        yield
+
+
+@contextlib.contextmanager
 def default_prng(impl: str) -> Iterator[None]:
     """Another PRNG implementation for the dropout masks (the train state's key is made under it too)."""
     original = jax.config.jax_default_prng_impl
@@ -524,19 +561,24 @@ def default_prng(impl: str) -> Iterator[None]:
         jax.config.update("jax_default_prng_impl", original)
 
 
+BASELINE = "baseline (float32, dropout 0.1, exact gelu, package defaults)"
+
+
 def variants(args: argparse.Namespace, shapes: Shapes) -> dict[str, float]:
     """Times float32 train-step variants (`--variants-model`) round-robin; prints ms/step and the change."""
     sizes = MODELS[args.variants_model]
     batches = synthetic_batches(shapes, args.batches)
     no_attention_dropout = {"model.attention_dropout_rate": 0.0}
     specs: dict[str, tuple[dict[str, Any], Callable[[], contextlib.AbstractContextManager]]] = {
-        "baseline (float32, dropout 0.1, exact gelu, scanned layers)": ({}, contextlib.nullcontext),
+        BASELINE: ({}, contextlib.nullcontext),
+        "flax nn.Dropout (32 random bits per element)": ({}, flax_dropout),
+        "scan_unroll=1 (the scan as a loop)": ({"model.scan_unroll": 1}, contextlib.nullcontext),
+        "three Q/K/V matmuls instead of one fused": ({}, separate_projections),
         "no dropout at all": ({"model.hidden_dropout_rate": 0.0, **no_attention_dropout}, contextlib.nullcontext),
         "no attention-probs dropout": (no_attention_dropout, contextlib.nullcontext),
         "jax.nn.dot_product_attention (no attention dropout)": (no_attention_dropout, dot_product_attention),
         "dropout RNG: unsafe_rbg instead of threefry": ({}, lambda: default_prng("unsafe_rbg")),
         "activation gelu_tanh": ({"model.activation": "gelu_tanh"}, contextlib.nullcontext),
-        "scan_layers=False": ({"model.scan_layers": False}, contextlib.nullcontext),
         "no gradient clipping": ({"max_grad_norm": 0.0}, contextlib.nullcontext),
         "bfloat16 compute (model.dtype)": ({"model.dtype": "bfloat16"}, contextlib.nullcontext),
         "one-hot cross-entropy (no scatter)": ({}, one_hot_cross_entropy),
@@ -547,6 +589,8 @@ def variants(args: argparse.Namespace, shapes: Shapes) -> dict[str, float]:
     }
     fns: dict[str, Callable[[], Any]] = {}
     for label, (overrides, patch) in specs.items():
+        if args.variants_filter and label != BASELINE and not any(f in label for f in args.variants_filter):
+            continue
         config = bert_jax_config(sizes, shapes, **overrides)
         step_batches = batches
         if "model.vocab_size" in overrides:  # keep ids inside the smaller table
@@ -827,6 +871,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-gathered", dest="gathered", action="store_false", help="drop the PyTorch gathered-head rows"
     )
     parser.add_argument("--variants-model", default="bert_tiny", choices=list(MODELS))
+    parser.add_argument("--variants-filter", nargs="*", default=[], help="only variants whose label contains one")
     parser.add_argument("--trace-model", default="bert_tiny", choices=list(MODELS))
     parser.add_argument("--trace-dtype", default="float32", choices=["float32", "bfloat16"], help="model.dtype")
     parser.add_argument("--trace-steps", type=int, default=5)

@@ -38,7 +38,10 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
     m.initializer_range = 0.02
     m.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'; parameters stay float32
     m.remat_policy = "none"  # one of REMAT_POLICIES
-    m.scan_layers = True  # one nn.scan over the stack (False: unrolled Python loop)
+    m.scan_layers = True  # one nn.scan over the stack (False: unrolled Python loop, per-layer parameter names)
+    # layers per iteration of the scan's loop: 1 = a loop (compiles once per layer, for GPU/TPU), num_layers =
+    # straight-line code on the same parameters (XLA:CPU runs it faster); 0 = auto: all on CPU, 1 elsewhere
+    m.scan_unroll = 0
     m.use_pooler = True
     m.mlm_head = True
     m.pair_head = True  # NSP (BERT) or SOP (ALBERT) classifier on the pooled output
@@ -130,6 +133,9 @@ def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections
     c.sharding.mlp = "tensor"
     c.sharding.embed = "fsdp"
     c.sharding.layers = ""
+    # JAX's persistent compilation cache (training/compilation_cache.py): a rerun of the same shapes loads the
+    # compiled steps instead of compiling them again. '' turns it off; JAX_COMPILATION_CACHE_DIR, if set, wins.
+    c.compilation_cache_dir = "~/.cache/bert_jax/xla"
     c.log_every = 100
     c.eval_every = 1000
     c.checkpoint_every = 1000

@@ -16,6 +16,7 @@ from absl import app, flags
 
 from bert_jax.config import load_config
 from bert_jax.errors import BertJaxError
+from bert_jax.training import compilation_cache
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "config file, e.g. configs/bert_tiny.py; override fields with --config.x=y")
@@ -65,6 +66,8 @@ def main(argv) -> None:
     workdir = FLAGS.workdir
     try:
         config = config_from_flags()
+        cache = compilation_cache.enable(config.compilation_cache_dir)
+        logging.info("compilation cache: %s", cache or "off (config.compilation_cache_dir='')")
         if workdir is None:
             workdir = default_workdir(FLAGS.config)
             print(f"no --workdir given; using {workdir}", flush=True)

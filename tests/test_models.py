@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from bert_jax.config_base import model_config
 from bert_jax.models import build_model, init_params
 from bert_jax.models.attention import attention_bias
-from bert_jax.models.encoder import stack_layer_params, unstack_layer_params
+from bert_jax.models.encoder import scan_unroll, stack_layer_params, unstack_layer_params
 
 
 def tiny(**kw):
@@ -55,6 +57,36 @@ def test_scanned_and_unrolled_stacks_agree(shared):
     a = scanned.apply({"params": params}, **batch())
     b = unrolled.apply({"params": unrolled_params}, **batch())
     np.testing.assert_allclose(a.mlm_logits, b.mlm_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_scan_unroll_keeps_the_parameters_and_the_outputs(shared):
+    """scan_unroll changes the compiled program (a while loop or straight-line code), never the parameters."""
+    rolled, straight = (build_model(tiny(share_layers=shared, scan_unroll=n)) for n in (1, 3))
+    params = init_params(rolled, jax.random.key(0))
+    assert jax.tree.structure(init_params(straight, jax.random.key(0))) == jax.tree.structure(params)
+
+    inputs = batch()
+
+    def loss(model, p):
+        out = model.apply({"params": p}, **inputs, deterministic=False, rngs={"dropout": jax.random.key(1)})
+        return (out.mlm_logits**2).mean()
+
+    for model, loops in ((rolled, True), (straight, False)):  # deterministic: threefry's dropout bits loop too
+        hlo = jax.jit(lambda p, model=model: model.apply({"params": p}, **inputs).mlm_logits).lower(params)
+        assert (" while(" in hlo.compile().as_text()) == loops  # XLA removes the one-trip loop jax emits
+    loss_rolled, grads_rolled = jax.jit(jax.value_and_grad(functools.partial(loss, rolled)))(params)
+    loss_straight, grads_straight = jax.jit(jax.value_and_grad(functools.partial(loss, straight)))(params)
+    np.testing.assert_allclose(loss_rolled, loss_straight, rtol=1e-6)  # the same dropout masks, too
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_rolled, grads_straight)
+
+
+def test_scan_unroll_auto_is_the_whole_stack_on_cpu_only():
+    cfg = tiny()
+    assert cfg.scan_unroll == 0
+    assert (scan_unroll(cfg, "cpu"), scan_unroll(cfg, "tpu"), scan_unroll(cfg, "gpu")) == (3, 1, 1)
+    with pytest.raises(ValueError, match="scan_unroll=4"):
+        scan_unroll(tiny(scan_unroll=4))
 
 
 def test_shared_layers_have_no_layer_axis():
@@ -117,8 +149,8 @@ def test_remat_gives_the_same_gradients(policy):
 
 
 def test_remat_policies_save_what_they_name(capsys):
-    """What the scanned layers keep for the backward pass: nothing, the 6 Dense-style matmul outputs
-    (query, key, value, attention output, intermediate, output), or those and the 2 attention matmuls.
+    """What the scanned layers keep for the backward pass: nothing, the 4 Dense-style matmul outputs
+    (fused query/key/value, attention output, intermediate, output), or those and the 2 attention matmuls.
     The matmuls run through a custom VJP that jax's own dots_saveable does not see; names make it see them."""
 
     def saved_by_layers(policy: str) -> int:
@@ -129,8 +161,8 @@ def test_remat_policies_save_what_they_name(capsys):
         return sum("output of scan" in line for line in capsys.readouterr().out.splitlines())
 
     nothing = saved_by_layers("nothing_saveable")  # the layers' input carry only
-    assert saved_by_layers("dots_with_no_batch_dims_saveable") == nothing + 6
-    assert saved_by_layers("dots_saveable") == nothing + 8
+    assert saved_by_layers("dots_with_no_batch_dims_saveable") == nothing + 4
+    assert saved_by_layers("dots_saveable") == nothing + 6
 
 
 def test_bfloat16_compute_keeps_float32_params():

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.common import compute_dtype, constrain, kernel_init, mixed_precision_dot_general, zeros_init
+from bert_jax.models.dropout import Dropout
 
 MASK_KINDS = ("padding", "causal", "prefix")
 
@@ -46,6 +47,24 @@ def attention_bias(
     return jnp.where(keep, 0.0, jnp.finfo(dtype).min).astype(dtype)
 
 
+QKV = ("query", "key", "value")
+
+
+class ProjectionParams(nn.Module):
+    """The kernel [hidden, *features] and bias [*features] of one projection, named as nn.DenseGeneral names them."""
+
+    config: object
+    features: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        cfg = self.config
+        kernel = self.param(
+            "kernel", kernel_init(cfg, ("embed", "heads", "kv")), (cfg.hidden_size, *self.features), jnp.float32
+        )
+        return kernel, self.param("bias", zeros_init(("heads", "kv")), self.features, jnp.float32)
+
+
 class SelfAttention(nn.Module):
     """Scaled dot-product attention over `num_heads` heads with an additive bias."""
 
@@ -56,17 +75,7 @@ class SelfAttention(nn.Module):
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         cfg = self.config
         dtype = compute_dtype(cfg)
-        head_dim = cfg.hidden_size // cfg.num_heads
-        projection = lambda name: nn.DenseGeneral(  # noqa: E731
-            (cfg.num_heads, head_dim),
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            kernel_init=kernel_init(cfg, ("embed", "heads", "kv")),
-            bias_init=zeros_init(("heads", "kv")),
-            dot_general=mixed_precision_dot_general,
-            name=name,
-        )
-        q, k, v = (constrain(projection(n)(x), ("batch", "length", "heads", "kv")) for n in ("query", "key", "value"))
+        q, k, v = self.project_qkv(x)
         context = self.attend(q, k, v, bias)
         return nn.DenseGeneral(
             cfg.hidden_size,
@@ -78,6 +87,27 @@ class SelfAttention(nn.Module):
             dot_general=mixed_precision_dot_general,
             name="output",
         )(context)
+
+    def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """q, k, v [batch, length, heads, head_dim] from one matmul against the three kernels side by side.
+
+        The parameters stay three DenseGeneral-shaped sets (`query`, `key`,
+        `value`: kernel [hidden, heads, head_dim], bias [heads, head_dim]) as
+        in the checkpoints and the sharding rules; stacking them per call
+        copies 3 H^2 weights. One [tokens, H] x [H, 3H] dot is what fused-QKV
+        encoders run on accelerators; on XLA:CPU it measured within noise of
+        three H x H dots (bench/train_step.py variants, RESULTS_training.md).
+        """
+        cfg = self.config
+        head_dim = cfg.hidden_size // cfg.num_heads
+        kernels, biases = zip(*(ProjectionParams(cfg, (cfg.num_heads, head_dim), name=n)() for n in QKV))
+        kernel = jnp.stack(kernels, axis=1)  # [hidden, 3, heads, head_dim]
+        dtype = compute_dtype(cfg)
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
+        fused = mixed_precision_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+        fused = fused + jnp.stack(biases).astype(dtype)  # [batch, length, 3, heads, head_dim]
+        names = ("batch", "length", "heads", "kv")
+        return tuple(constrain(fused[..., i, :, :], names) for i in range(len(QKV)))
 
     def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
         """softmax(q k^T / sqrt(d) + bias) v on [batch, length, heads, head_dim] (with attention dropout).
@@ -97,6 +127,6 @@ class SelfAttention(nn.Module):
             + bias
         )
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        probs = nn.Dropout(self.config.attention_dropout_rate)(probs, deterministic=self.deterministic)
+        probs = Dropout(self.config.attention_dropout_rate)(probs, deterministic=self.deterministic)
         context = jnp.einsum("bhqk,bhkd->bhqd", probs, v, _dot_general=mixed_precision_dot_general)
         return heads_first(context)

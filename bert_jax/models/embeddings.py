@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.common import compute_dtype, dense, kernel_init, layer_norm, mixed_precision_dot_general
+from bert_jax.models.dropout import Dropout
 
 
 class Embeddings(nn.Module):
@@ -33,7 +34,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = embed(cfg.max_position_embeddings, "position_embeddings")
         self.token_type_embeddings = embed(cfg.type_vocab_size, "token_type_embeddings")
         self.layer_norm = layer_norm(cfg, "layer_norm")
-        self.dropout = nn.Dropout(cfg.hidden_dropout_rate)
+        self.dropout = Dropout(cfg.hidden_dropout_rate)
         if cfg.embedding_size != cfg.hidden_size:
             self.projection = dense(cfg, cfg.hidden_size, ("embed", "mlp"), "projection")
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.common import activation, compute_dtype, dense, kernel_init, layer_norm, zeros_init
+from bert_jax.models.dropout import Dropout
 
 
 class Pooler(nn.Module):
@@ -87,7 +88,7 @@ class PairHead(nn.Module):
     @nn.compact
     def __call__(self, pooled: jax.Array) -> jax.Array:
         cfg = self.config
-        pooled = nn.Dropout(cfg.classifier_dropout_rate)(pooled, deterministic=self.deterministic)
+        pooled = Dropout(cfg.classifier_dropout_rate)(pooled, deterministic=self.deterministic)
         return dense(cfg, 2, ("embed", None), "classifier")(pooled)
 
 

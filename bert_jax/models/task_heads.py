@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.common import dense
+from bert_jax.models.dropout import Dropout
 
 
 class _Head(nn.Module):
@@ -22,7 +23,7 @@ class _Head(nn.Module):
     deterministic: bool = True
 
     def project(self, x: jax.Array, features: int, name: str = "classifier") -> jax.Array:
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=self.deterministic)
+        x = Dropout(self.dropout_rate)(x, deterministic=self.deterministic)
         return dense(self.config, features, ("embed", None), name)(x).astype(jnp.float32)
 
 

@@ -141,7 +141,14 @@ class FineTuner:
     def _load_data(self) -> None:
         c = self.config
         self.train_features, self.eval_sets = self._task_data(self.task)
-        self.order = TrainOrder(self.train_features, c.batch_size, c.seed, c.finetune.bucket_lengths, self.fixed_widths)
+        self.order = TrainOrder(
+            self.train_features,
+            c.batch_size,
+            c.seed,
+            c.finetune.bucket_lengths,
+            self.fixed_widths,
+            c.finetune.bucket_window,
+        )
 
     @property
     def fixed_widths(self) -> tuple[int, ...]:

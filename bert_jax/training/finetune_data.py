@@ -27,7 +27,6 @@ from bert_jax.tasks.base import Features
 
 PAD_MULTIPLE = 16
 AUTO = "auto"  # finetune.bucket_widths: chosen per run by `choose_widths`
-BUCKET_BATCHES = 50  # batches per bucketing window: sorted by length inside it, then shuffled
 
 
 def subset(examples: list, limit: int, seed: int = 0) -> list:
@@ -116,8 +115,17 @@ def local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class TrainOrder:
     """Which rows make the batch of each global step: shuffled per epoch, bucketed by length if asked."""
 
-    def __init__(self, features: Features, batch_size: int, seed: int, bucket: bool, widths: Sequence[int] = ()):
+    def __init__(
+        self,
+        features: Features,
+        batch_size: int,
+        seed: int,
+        bucket: bool,
+        widths: Sequence[int] = (),
+        window_batches: int = 50,
+    ):
         self.features, self.batch_size, self.seed, self.bucket = features, batch_size, seed, bucket
+        self.window_batches = max(int(window_batches), 1)  # bucketing: sorted by length inside, then shuffled
         self.widths = tuple(widths)
         self.steps_per_epoch = max(math.ceil(len(features) / batch_size), 1)
         self._epoch, self._batches = -1, []
@@ -127,7 +135,7 @@ class TrainOrder:
         order = rng.permutation(len(self.features))
         if not self.bucket:
             return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        window = self.batch_size * BUCKET_BATCHES
+        window = self.batch_size * self.window_batches
         batches = []
         for start in range(0, len(order), window):
             chunk = order[start : start + window]

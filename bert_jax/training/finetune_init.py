@@ -26,7 +26,8 @@ from bert_jax.models.task_model import BACKBONE
 
 log = logging.getLogger(__name__)
 NATIVE_CONFIG = "bert_jax_config.json"
-RUNTIME_FIELDS = ("dtype", "remat_policy", "scan_layers")  # model fields a run may change without changing weights
+# model fields a run may change without changing weights
+RUNTIME_FIELDS = ("dtype", "remat_policy", "scan_layers", "scan_unroll")
 
 
 def _finetune_config_of(path: str) -> dict | None:
