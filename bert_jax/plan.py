@@ -353,6 +353,7 @@ def make_plan(
     """Compiles the train step of `config` for `target` and accounts for every byte one device holds."""
     devices = target_devices(target)
     if target.platform != "cpu" and not config.model.get("scan_unroll", 1):
+        config = copy.deepcopy(config)  # the caller's config stays as given (bench/plan_memory.py reuses it)
         config.model.scan_unroll = 1  # auto would see this process's CPU backend, not the target's
     if target.platform == "tpu":
         devices = physical_order(config, devices, target.num_slices)
