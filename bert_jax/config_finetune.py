@@ -34,6 +34,10 @@ def finetune_config(task: str, **overrides) -> ml_collections.ConfigDict:
     c.finetune.reinit_head = False  # True: a checkpoint head of another size is replaced by a fresh one
     c.finetune.best_metric = ""  # the dev metric that picks the kept checkpoint; empty: the task's first
     c.finetune.seeds = ""  # comma-separated; one run per seed, with each score, the median and the max; empty: seed
+    # Random batches packed end to end into rows without padding (training/finetune_packing.py) for the
+    # classification, regression and token heads without gradient accumulation; the others (and pack=False)
+    # get padded batches, length-bucketed by bucket_lengths.
+    c.finetune.pack = True
     c.finetune.bucket_lengths = True  # batches of similar lengths, padded to their own longest row
     c.finetune.bucket_window = 50  # batches per sorting window: fewer mix lengths more (less padding saved)
     # Each batch is padded to the next of these widths above its longest row ("32,64,128"; empty: the next

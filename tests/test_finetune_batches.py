@@ -76,12 +76,12 @@ def test_choose_widths_is_the_cheapest_choice():
 def test_train_order_widths_change_padding_only():
     features = _features(np.random.default_rng(0).integers(3, 100, 64))
     fine, coarse = TrainOrder(features, 8, 0, True), TrainOrder(features, 8, 0, True, (32, 128))
-    own = fine.own_widths(0, 16)
+    own = fine.own_sizes(0, 16)
     assert len(own) == 16 and set(own) <= {16, 32, 48, 64, 80, 96, 99}
     for step in range(16):
         np.testing.assert_array_equal(fine.rows(step), coarse.rows(step))
         assert coarse.batch(step)["input_ids"].shape[1] in (32, 99)
-    first = coarse.first_steps_by_width(0, 16)
+    first = coarse.first_steps_by_size(0, 16)
     assert set(first) <= {32, 99} and all(coarse.batch(s)["input_ids"].shape[1] == w for w, s in first.items())
 
 

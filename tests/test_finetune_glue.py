@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from bert_jax.config_finetune import finetune_config
@@ -73,3 +74,48 @@ def test_unknown_label_names_line_and_labels(tmp_path):
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\nfine film\t1\nbad film\tnegative\n")
     with pytest.raises(DataError, match=r"dev.tsv:3: unknown label 'negative'; sst2 labels are \['0', '1'\]"):
         _task("sst2", str(tmp_path)).read("dev")
+
+
+def test_tfds_glue_reads_the_same_examples_as_the_tsv_files(data_dir, tmp_path):
+    """`data.source=tfds` on a `glue/sst2` prepared here, offline, in tfds' layout, from the real SST-2 rows.
+
+    tfds' own GLUE builder downloads its zips and needs TensorFlow to run, so
+    this builder (same name, config, version and features as tfds' `glue/sst2`:
+    `sentence`, `label` as ClassLabel negative/positive, `idx`) writes the
+    dataset, and the task reads it back with `tfds.data_source` as it reads a
+    real prepared `glue/sst2`.
+    """
+    tfds = pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("array_record")
+    source = os.path.join(data_dir, "glue", "SST-2")
+    rows = {
+        split: _data_lines(os.path.join(source, f"{split}.tsv"), header=True)[:count]
+        for split, count in (("train", 300), ("dev", 100))
+    }
+
+    class Glue(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="sst2")]
+        VERSION = tfds.core.Version("2.0.0")
+
+        def _info(self):
+            features = {
+                "sentence": tfds.features.Text(),
+                "label": tfds.features.ClassLabel(names=["negative", "positive"]),
+                "idx": tfds.features.Scalar(np.int32),
+            }
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples("train"), "validation": self._generate_examples("dev")}
+
+        def _generate_examples(self, split):
+            for i, (sentence, label) in enumerate(rows[split]):
+                yield i, {"sentence": sentence, "label": int(label), "idx": i}
+
+    Glue(config="sst2", data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    from_tsv = get_task(finetune_config("sst2", data={"dir": source}))
+    from_tfds = get_task(finetune_config("sst2", data={"source": "tfds", "tfds_data_dir": str(tmp_path)}))
+    for split, count in (("train", 300), ("dev", 100)):
+        expected = [(e.text_a, e.label) for e in from_tsv.read(split)[:count]]
+        got = [(e.text_a, e.label) for e in from_tfds.read(split)]
+        assert sorted(got) == sorted(expected)  # tfds may store the rows in another order

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from bert_jax.models.common import compute_dtype, constrain, kernel_init, mixed_precision_dot_general, zeros_init
 from bert_jax.models.dropout import Dropout
 
-MASK_KINDS = ("padding", "causal", "prefix")
+MASK_KINDS = ("padding", "causal", "prefix", "packed")
 
 
 def attention_bias(
@@ -29,6 +29,9 @@ def attention_bias(
     - causal: token i sees tokens j <= i (left-to-right LM).
     - prefix: tokens of segment 0 see all of segment 0; tokens of segment 1
       also see segment 1 causally (UniLM seq2seq; needs token_type_ids).
+    - packed: `attention_mask` holds each token's segment number (1, 2, ...;
+      0 on padding) and a token sees only its own segment: several examples
+      packed into one row (training/finetune_packing.py).
     """
     keep = attention_mask[:, None, None, :].astype(bool)
     length = attention_mask.shape[-1]
@@ -37,6 +40,8 @@ def attention_bias(
         pass
     elif kind == "causal":
         keep = keep & causal
+    elif kind == "packed":
+        keep = keep & (attention_mask[:, None, :, None] == attention_mask[:, None, None, :])
     elif kind == "prefix":
         if token_type_ids is None:
             raise ValueError("the 'prefix' mask needs token_type_ids marking the source segment with 0")

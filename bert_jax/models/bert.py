@@ -65,6 +65,11 @@ class BertModel(nn.Module):
     span-boundary logits of each masked slot; without them (and outside
     `init`) the head is not run.
 
+    `pool_index` [examples] (packed rows, mask_kind='packed'): the flat
+    positions (row * length + column) of each example's first token, which
+    the pooler reads instead of every row's position 0; pooled_output is then
+    [examples, hidden].
+
     `shared_embeddings` (ELECTRA) is an `Embeddings` owned by a parent module
     and used by several encoders; it stops at `embedding_size`, and each
     encoder projects to its own `hidden_size` (`embeddings_project`).
@@ -86,6 +91,7 @@ class BertModel(nn.Module):
         span_left: jax.Array | None = None,
         span_right: jax.Array | None = None,
         span_offset: jax.Array | None = None,
+        pool_index: jax.Array | None = None,
     ) -> EncoderOutput:
         cfg = self.config
         if attention_mask is None:
@@ -104,7 +110,8 @@ class BertModel(nn.Module):
         x = constrain(x, ACTIVATION)
         out = EncoderOutput(last_hidden_state=x)
         if cfg.use_pooler:
-            out = out.replace(pooled_output=Pooler(cfg, name="pooler")(x))
+            first = x if pool_index is None else x.reshape(-1, 1, x.shape[-1])[pool_index]
+            out = out.replace(pooled_output=Pooler(cfg, name="pooler")(first))
         if cfg.mlm_head:
             h = x if masked_positions is None else jnp.take_along_axis(x, masked_positions[..., None], axis=1)
             logits = MLMHead(cfg, name="mlm_head")(h, embeddings.attend)

@@ -45,7 +45,11 @@ class TaskModel(nn.Module):
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
         head: str | None = None,
+        position_ids: jax.Array | None = None,
+        pool_index: jax.Array | None = None,
+        mask_kind: str = "padding",
     ) -> dict[str, jax.Array]:
+        """The head's outputs; `position_ids`, `pool_index` and mask_kind='packed' for packed rows (BertModel)."""
         kinds = {name: kind for name, kind, _ in self.heads}
         if head is None and len(self.heads) != 1:
             raise ValueError(f"pick one of the heads {sorted(kinds)} with head=NAME")
@@ -55,7 +59,13 @@ class TaskModel(nn.Module):
             flat = lambda x: None if x is None else x.reshape(-1, x.shape[-1])  # noqa: E731
             input_ids, attention_mask, token_type_ids = map(flat, (input_ids, attention_mask, token_type_ids))
         out = BertModel(self.config, name=BACKBONE)(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, deterministic=deterministic
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            deterministic=deterministic,
+            mask_kind=mask_kind,
+            pool_index=pool_index,
         )
         results = {}
         for name, kind, num_labels in self.heads:  # every head at init, so all get parameters

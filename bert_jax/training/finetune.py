@@ -3,8 +3,9 @@
 The same train step (steps.py, with the task's loss and its accumulation
 denominators), optimizer (plus ELECTRA's layer-wise decay), Checkpointer,
 MetricsWriter, mesh and SIGTERM/NaN handling as `training/trainer.py`.
-What is particular to fine-tuning: epochs become steps, batches are
-length-bucketed and padded to their own longest row (finetune_data.py), the
+What is particular to fine-tuning: epochs become steps, batches are random
+examples packed into rows (finetune_packing.py) or, for the heads packing
+does not serve, length-bucketed and padded (finetune_data.py), the
 dev set is evaluated every `eval_every` steps with the task's official
 metrics and the best parameters are kept in `DIR/best`, and the end of a run
 writes `eval_results.json` and `predictions.*` from those best parameters.
@@ -50,6 +51,7 @@ from bert_jax.training.finetune_data import (
     subset,
 )
 from bert_jax.training.finetune_init import graft, load_init, task_tokenizer, to_numpy
+from bert_jax.training.finetune_packing import PACKABLE_HEADS, PackedTrainOrder, packing_unsupported
 from bert_jax.training.metrics import MetricsWriter
 from bert_jax.training.optimizers import learning_rate_schedule, make_optimizer, with_layerwise_decay
 from bert_jax.training.precompile import AheadOfTime
@@ -59,6 +61,7 @@ from bert_jax.training.trainer import SigtermFlag, check_finite, prepare_workdir
 
 log = logging.getLogger(__name__)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+PACKED_INPUTS = ("position_ids", "pool_index")  # packed batches only (finetune_packing.py)
 RESULTS_FILE = "eval_results.json"
 
 
@@ -139,15 +142,22 @@ class FineTuner:
         return train_features, eval_sets
 
     def _load_data(self) -> None:
-        c = self.config
         self.train_features, self.eval_sets = self._task_data(self.task)
-        self.order = TrainOrder(
-            self.train_features,
-            c.batch_size,
-            c.seed,
-            c.finetune.bucket_lengths,
-            self.fixed_widths,
-            c.finetune.bucket_window,
+        self.order = self.train_order(self.train_features, self.task)
+
+    def train_order(self, features: Features, task: Task) -> TrainOrder:
+        """Packed random batches (`finetune.pack`) where the task's head and the run allow, else padded ones."""
+        c = self.config
+        if c.finetune.pack:
+            why_not = packing_unsupported(task.head, c.grad_accum_steps)
+            if why_not is None:
+                divisor = int(np.prod([self.mesh.shape[a] for a in partitioning.BATCH_AXES]))
+                order = PackedTrainOrder(features, c.batch_size, c.seed, PACKABLE_HEADS[task.head], divisor)
+                log.info("%s: random batches packed into rows (finetune.pack)", task.name)
+                return order
+            log.info("%s: finetune.pack does not apply (%s); padded batches", task.name, why_not)
+        return TrainOrder(
+            features, c.batch_size, c.seed, c.finetune.bucket_lengths, self.fixed_widths, c.finetune.bucket_window
         )
 
     @property
@@ -156,12 +166,21 @@ class FineTuner:
         return () if self.widths == AUTO else self.widths
 
     def _choose_train_widths(self) -> None:
-        """bucket_widths=auto: the training batches' widths for this run's steps (finetune_data.choose_widths)."""
+        """bucket_widths=auto: the training batches' sizes for this run's steps (finetune_data.choose_widths):
+        widths of padded batches, row counts of packed ones (always chosen: a list of widths does not apply)."""
         c = self.config
-        if self.widths == AUTO and isinstance(self.order, TrainOrder):
-            own = self.order.own_widths(0, c.total_steps)
-            self.order.widths = choose_widths(own, c.batch_size, c.finetune.compile_cost_tokens)
-            log.info("batch widths %s for %d steps (bucket_widths=auto)", self.order.widths, c.total_steps)
+        mixture = getattr(self.order, "orders", None)  # multi-task: each task's order over its first epoch
+        orders = mixture.values() if mixture else [self.order]
+        for order in orders:
+            steps = order.steps_per_epoch if mixture else c.total_steps
+            if isinstance(order, PackedTrainOrder):
+                # one token's attention costs ~width / (2 hidden) of its dense layers' work (matmuls, softmax)
+                attention_tokens = 2 * c.model.hidden_size
+                order.choose(steps, c.finetune.compile_cost_tokens, c.max_seq_length, attention_tokens)
+                log.info("packed batches: %s rows of %d tokens for %d steps", order.widths, order.width, steps)
+            elif self.widths == AUTO:
+                order.widths = choose_widths(order.own_sizes(0, steps), c.batch_size, c.finetune.compile_cost_tokens)
+                log.info("batch widths %s for %d steps (bucket_widths=auto)", order.widths, steps)
 
     def eval_widths(self, features: Features) -> tuple[int, ...]:
         """The batch widths of evaluating `features`; auto: chosen for every evaluation of the run together."""
@@ -194,9 +213,12 @@ class FineTuner:
     # -- model and loss --------------------------------------------------------------------------------------------
     def _apply(self, params, batch, rng, head: str | None = None):
         deterministic = rng is None
+        packed = {k: batch[k] for k in PACKED_INPUTS if k in batch}
         return self.model.apply(
             {"params": params},
             *(batch[k] for k in INPUTS),
+            **packed,
+            mask_kind="packed" if "position_ids" in packed else "padding",
             deterministic=deterministic,
             head=head,
             rngs=None if deterministic else {"dropout": rng},
@@ -324,9 +346,9 @@ class FineTuner:
         [start, total_steps) and every eval-step shape of the dev sets, for `finetune.compile_ahead`."""
         c = self.config
         jobs = []
-        for first in self.order.first_steps_by_width(start, c.total_steps).values():
+        for first in self.order.first_steps_by_size(start, c.total_steps).values():
             batch = self.order.batch(first)
-            label = f"the train step for width {batch['input_ids'].shape[-1]}"
+            label = "the train step for {} x {}".format(*batch["input_ids"].shape)
             jobs.append((first, self._train_step, (state, self._abstract_batch(batch)), {"label": label}))
         first_eval = min((start // c.eval_every + 1) * c.eval_every, c.total_steps) - 1
         for _, features in self.eval_sets.values():

@@ -106,14 +106,23 @@ def make_batch(
 
 
 def local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This process's share of a global batch (all of it on one host)."""
-    n, count, index = len(batch["row_weights"]), jax.process_count(), jax.process_index()
-    share = n // count
-    return {k: v[index * share : (index + 1) * share] for k, v in batch.items()}
+    """This process's share of a global batch (all of it on one host): an equal part of each array's rows.
+
+    Arrays may differ in rows (a packed batch's token rows and its examples); packed
+    `pool_index` values are positions in the global batch, so they stay valid.
+    """
+    count, index = jax.process_count(), jax.process_index()
+    return {k: v[index * (len(v) // count) : (index + 1) * (len(v) // count)] for k, v in batch.items()}
 
 
 class TrainOrder:
-    """Which rows make the batch of each global step: shuffled per epoch, bucketed by length if asked."""
+    """Which rows make the batch of each global step: shuffled per epoch, bucketed by length if asked.
+
+    A batch's "size" is the shape the step is compiled for: here its width
+    (`widths`: the widths a run uses, see `choose_widths`);
+    finetune_packing.PackedTrainOrder counts packed rows instead. One more
+    size costs one compile; one more unit of size `tokens_per_size` tokens.
+    """
 
     def __init__(
         self,
@@ -127,6 +136,7 @@ class TrainOrder:
         self.features, self.batch_size, self.seed, self.bucket = features, batch_size, seed, bucket
         self.window_batches = max(int(window_batches), 1)  # bucketing: sorted by length inside, then shuffled
         self.widths = tuple(widths)
+        self.tokens_per_size = batch_size
         self.steps_per_epoch = max(math.ceil(len(features) / batch_size), 1)
         self._epoch, self._batches = -1, []
 
@@ -150,19 +160,31 @@ class TrainOrder:
             self._epoch, self._batches = epoch, self._epoch_batches(epoch)
         return self._batches[index]
 
+    def own_size(self, rows: np.ndarray) -> int:
+        """The size of the batch of `rows` without `widths` (the input of `choose_widths`)."""
+        return batch_width(self.features, rows)
+
+    def size(self, rows: np.ndarray) -> int:
+        """The size the batch of `rows` is compiled for, given `widths`."""
+        return batch_width(self.features, rows, self.widths)
+
+    def make(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The batch of `rows`."""
+        return make_batch(self.features, rows, self.batch_size, self.widths)
+
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """The global batch of 0-based `step`."""
-        return make_batch(self.features, self.rows(step), self.batch_size, self.widths)
+        return self.make(self.rows(step))
 
-    def own_widths(self, start: int, stop: int) -> list[int]:
-        """Each step's batch width in [start, stop) without `widths` (the input of `choose_widths`)."""
-        return [batch_width(self.features, self.rows(step)) for step in range(start, stop)]
+    def own_sizes(self, start: int, stop: int) -> list[int]:
+        """Each step's `own_size` in [start, stop)."""
+        return [self.own_size(self.rows(step)) for step in range(start, stop)]
 
-    def first_steps_by_width(self, start: int, stop: int) -> dict[int, int]:
-        """{padded width: the first step in [start, stop) with a batch of that width}, in order of first use."""
+    def first_steps_by_size(self, start: int, stop: int) -> dict[int, int]:
+        """{size: the first step in [start, stop) with a batch of that size}, in order of first use."""
         first: dict[int, int] = {}
         for step in range(start, stop):
-            first.setdefault(batch_width(self.features, self.rows(step), self.widths), step)
+            first.setdefault(self.size(self.rows(step)), step)
         return first
 
 

@@ -193,9 +193,7 @@ class MultiTaskFineTuner(FineTuner):
         orders = {}
         for name, task in self.tasks.items():
             features, self.task_eval_sets[name] = self._task_data(task)
-            orders[name] = TrainOrder(
-                features, c.batch_size, c.seed, c.finetune.bucket_lengths, self.fixed_widths, c.finetune.bucket_window
-            )
+            orders[name] = self.train_order(features, task)
         self.order = TaskMixture(orders, c.finetune.task_sampling_alpha, c.seed)
         shares = ", ".join(f"{n} {p:.1%}" for n, p in zip(self.order.names, self.order.sampler.probabilities))
         log.info("multi-task sampling (alpha=%g): %s of the steps", c.finetune.task_sampling_alpha, shares)

@@ -6,7 +6,7 @@ On a CPU a train-step compile of a small BERT takes several seconds, almost
 all of it single-threaded LLVM work, and `jax.jit` does it on first use, on
 the training thread, one width after another: in a run of a few hundred
 steps that is a large share of the wall time. The widths are known before
-the first step (finetune_data.TrainOrder.first_steps_by_width), so the run
+the first step (finetune_data.TrainOrder.first_steps_by_size), so the run
 submits them all at start-up, in the order the steps will need them: a
 background thread lowers and compiles them (XLA releases the GIL while
 compiling) while the main thread finishes starting up and runs the steps
