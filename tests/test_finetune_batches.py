@@ -99,6 +99,8 @@ def test_ahead_of_time_call_matches_jit_and_falls_back():
     np.testing.assert_allclose(aot.call(fn, jnp.ones(3), scale=3), 6.0)
     np.testing.assert_allclose(aot.call(fn, jnp.ones(5)), 2.0)
     assert len(traced) == 2  # the two submitted shapes, traced once each
+    assert aot.ready(fn, jnp.ones(5)) and not aot.pending(fn, jnp.ones(5))  # compiled (call waited for it)
+    assert not aot.ready(fn, jnp.ones(4)) and not aot.pending(fn, jnp.ones(4))  # never submitted
     np.testing.assert_allclose(aot.call(fn, jnp.ones(4)), 2.0)  # not submitted: plain jit
     assert len(traced) == 3
     aot.close()

@@ -333,9 +333,23 @@ class FineTuner:
 
     # -- the loop --------------------------------------------------------------------------------------------------
     def train_step(self, state: TrainState, step: int) -> tuple[TrainState, dict]:
-        """One update on the global batch of 0-based `step`."""
-        batch = partitioning.global_batch(local_rows(self.order.batch(step)), self.mesh)
-        return self._aot.call(self._train_step, state, batch)
+        """One update on the global batch of 0-based `step`.
+
+        While a packed batch's own row count is still compiling in the
+        background, it runs in the smallest larger row count already compiled
+        (empty rows added, the same update) instead of waiting: the largest is
+        compiled first, so after the first compile no step waits.
+        """
+        rows = self.order.rows(step)
+        batch = self.order.make(rows)
+        if self.order.runs_in_larger_sizes and self._aot.pending(self._train_step, state, batch):
+            own = self.order.size(rows)
+            for size in sorted(s for s in self.order.widths if s > own):
+                bigger = self.order.make(rows, size)
+                if self._aot.ready(self._train_step, state, bigger):
+                    batch = bigger
+                    break
+        return self._aot.call(self._train_step, state, partitioning.global_batch(local_rows(batch), self.mesh))
 
     def _abstract_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.ShapeDtypeStruct]:
         """The global arrays a step gets for `batch` (a global batch from make_batch), as ShapeDtypeStructs."""
@@ -346,10 +360,14 @@ class FineTuner:
         [start, total_steps) and every eval-step shape of the dev sets, for `finetune.compile_ahead`."""
         c = self.config
         jobs = []
-        for first in self.order.first_steps_by_size(start, c.total_steps).values():
+        firsts = self.order.first_steps_by_size(start, c.total_steps)
+        largest = max(firsts, default=None)
+        for size, first in firsts.items():
             batch = self.order.batch(first)
             label = "the train step for {} x {}".format(*batch["input_ids"].shape)
-            jobs.append((first, self._train_step, (state, self._abstract_batch(batch)), {"label": label}))
+            # packed rows: the largest row count first, as every batch can run in it (train_step)
+            when = start - 1 if size == largest and self.order.runs_in_larger_sizes else first
+            jobs.append((when, self._train_step, (state, self._abstract_batch(batch)), {"label": label}))
         first_eval = min((start // c.eval_every + 1) * c.eval_every, c.total_steps) - 1
         for _, features in self.eval_sets.values():
             seen = set()

@@ -137,6 +137,7 @@ class TrainOrder:
         self.window_batches = max(int(window_batches), 1)  # bucketing: sorted by length inside, then shuffled
         self.widths = tuple(widths)
         self.tokens_per_size = batch_size
+        self.runs_in_larger_sizes = False  # see PackedTrainOrder
         self.steps_per_epoch = max(math.ceil(len(features) / batch_size), 1)
         self._epoch, self._batches = -1, []
 
@@ -168,9 +169,9 @@ class TrainOrder:
         """The size the batch of `rows` is compiled for, given `widths`."""
         return batch_width(self.features, rows, self.widths)
 
-    def make(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The batch of `rows`."""
-        return make_batch(self.features, rows, self.batch_size, self.widths)
+    def make(self, rows: np.ndarray, size: int | None = None) -> dict[str, np.ndarray]:
+        """The batch of `rows`, at `size` when given (at least `size(rows)`: a larger compiled shape)."""
+        return make_batch(self.features, rows, self.batch_size, self.widths if size is None else (size,))
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """The global batch of 0-based `step`."""

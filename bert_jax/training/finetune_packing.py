@@ -114,13 +114,18 @@ class PackedTrainOrder(TrainOrder):
     """`TrainOrder` with random batches packed into rows; `widths` here are the row counts a run uses.
 
     `row_multiple` (the devices the batch is split over) divides every row
-    count, so each device gets whole rows.
+    count, so each device gets whole rows. A batch can run in a larger row
+    count than its own (`runs_in_larger_sizes`: FineTuner.train_step does so
+    while its own shape compiles) with the same update: the added rows are
+    empty and, with JAX's partitionable threefry (the default), appending
+    rows leaves the dropout bits of the others unchanged.
     """
 
     def __init__(self, features: Features, batch_size: int, seed: int, per_example: bool, row_multiple: int = 1):
         super().__init__(features, batch_size, seed, bucket=False)
         self.width, self.per_example, self.row_multiple = packing_width(features), per_example, max(row_multiple, 1)
         self.tokens_per_size = self.width  # choose_widths: one more row costs `width` tokens
+        self.runs_in_larger_sizes = True
 
     def own_size(self, rows: np.ndarray) -> int:
         """Rows needed by the examples `rows`, rounded up to `row_multiple`."""
@@ -131,8 +136,9 @@ class PackedTrainOrder(TrainOrder):
         own = self.own_size(rows)
         return next((w for w in self.widths if w >= own), own)
 
-    def make(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        return pack_batch(self.features, rows, self.batch_size, self.width, self.size(rows), self.per_example)
+    def make(self, rows: np.ndarray, size: int | None = None) -> dict[str, np.ndarray]:
+        size = self.size(rows) if size is None else size
+        return pack_batch(self.features, rows, self.batch_size, self.width, size, self.per_example)
 
     def choose(self, steps: int, compile_cost_tokens: float, max_seq_length: int, attention_tokens: float) -> None:
         """Sets `width` and the row counts (`widths`) for steps [0, steps) at the least estimated cost.
