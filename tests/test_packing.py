@@ -144,3 +144,6 @@ def test_choose_widens_rows_when_two_examples_then_fit():
     longer = PackedTrainOrder(_features(np.r_[np.full(60, 70), [98]], width=98), 16, 0, per_example=True)
     longer.choose(steps=4, compile_cost_tokens=0, max_seq_length=128, attention_tokens=1e9)
     assert longer.width == 98  # one per row at any width up to 128: the narrowest rows
+    long_run = PackedTrainOrder(features, batch_size=16, seed=0, per_example=True)
+    long_run.choose(steps=3000, compile_cost_tokens=0, max_seq_length=128, attention_tokens=1e9)  # width on a sample
+    assert long_run.width == 112 and all(long_run.size(long_run.rows(s)) in long_run.widths for s in range(3000))
