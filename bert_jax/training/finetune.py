@@ -341,9 +341,9 @@ class FineTuner:
         compiled first, so after the first compile no step waits.
         """
         rows = self.order.rows(step)
-        batch = self.order.make(rows)
+        own = self.order.size(rows)
+        batch = self.order.make(rows, own)
         if self.order.runs_in_larger_sizes and self._aot.pending(self._train_step, state, batch):
-            own = self.order.size(rows)
             for size in sorted(s for s in self.order.widths if s > own):
                 bigger = self.order.make(rows, size)
                 if self._aot.ready(self._train_step, state, bigger):

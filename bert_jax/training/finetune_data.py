@@ -88,16 +88,22 @@ def batch_width(features: Features, rows: np.ndarray, widths: Sequence[int] = ()
     return min(padded, width)
 
 
+def per_token_keys(features: Features) -> list[str]:
+    """The arrays of `features` with a token axis last (ids, masks, token labels), as opposed to per-row ones."""
+    width = features.arrays["input_ids"].shape[-1]
+    return [k for k, a in features.arrays.items() if a.ndim >= 2 and a.shape[-1] == width]
+
+
 def make_batch(
     features: Features, rows: np.ndarray, batch_size: int, widths: Sequence[int] = ()
 ) -> dict[str, np.ndarray]:
     """The arrays of `rows`, cut to the batch's width, with padding rows up to `batch_size` and `row_weights`."""
-    width = features.arrays["input_ids"].shape[-1]
     cut = batch_width(features, rows, widths)
+    per_token = per_token_keys(features)
     batch = {}
     for key, array in features.arrays.items():
         part = array[rows]
-        if part.ndim >= 2 and part.shape[-1] == width:  # per-token arrays (ids, masks, token labels)
+        if key in per_token:
             part = part[..., :cut]
         fill = np.zeros((batch_size - len(rows), *part.shape[1:]), part.dtype)
         batch[key] = np.concatenate([part, fill])

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bert_jax.tasks.base import Features
-from bert_jax.training.finetune_data import PAD_MULTIPLE, TrainOrder, choose_widths
+from bert_jax.training.finetune_data import PAD_MULTIPLE, TrainOrder, choose_widths, per_token_keys
 
 WIDTH_SAMPLE_STEPS = 2000  # PackedTrainOrder.choose: steps sampled to pick the row width
 PACKABLE_HEADS = {"classification": True, "regression": True, "token": False}  # head -> outputs per example?
@@ -73,8 +73,7 @@ def pack_batch(
     features: Features, rows: np.ndarray, batch_size: int, width: int, num_rows: int, per_example: bool
 ) -> dict[str, np.ndarray]:
     """The examples `rows` of `features` packed into `num_rows` rows of `width` (see the module docstring)."""
-    full = features.arrays["input_ids"].shape[-1]
-    per_token = [k for k, a in features.arrays.items() if a.ndim == 2 and a.shape[-1] == full]
+    per_token = per_token_keys(features)
     lengths = features.lengths[rows]
     bins = first_fit_decreasing(lengths, width)
     if len(bins) > num_rows:
