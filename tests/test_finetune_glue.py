@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bert_jax.config_finetune import finetune_config
+from bert_jax.data.tokenizers import Tokenizer
 from bert_jax.errors import DataError
 from bert_jax.tasks import get_task
 from bert_jax.tasks.glue import encode_pair
@@ -43,8 +44,9 @@ def test_featurize_pairs_and_truncation(data_dir):
     task = _task("mrpc", os.path.join(data_dir, "glue", "MRPC"))
     examples = task.read("dev")[:4]
 
-    class Chars:  # one id per character: lengths are easy to predict
+    class Chars:  # one id per character: lengths are easy to predict; BERT's pair layout
         pad_id, cls_id, sep_id = 0, 1, 2
+        build_inputs, num_special_tokens = Tokenizer.build_inputs, Tokenizer.num_special_tokens
 
         def encode(self, text):
             return [3 + (ord(c) % 50) for c in text]

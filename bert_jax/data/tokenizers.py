@@ -25,6 +25,7 @@ import sys
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 from bert_jax import fileio
 from bert_jax.errors import ConfigError
@@ -41,6 +42,15 @@ _UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
 _UNKNOWN_PENALTY = 10.0  # an unknown character scores this far below the rarest piece (sentencepiece, tokenizers)
 _WORD_CACHE_SIZE = 1 << 20
 _JAMO = re.compile("([\u1100-\u11ff\ua960-\ua97f\ud7b0-\ud7ff])")  # conjoining Hangul jamo, one per match
+
+
+class ModelInputs(NamedTuple):
+    """One model row from `Tokenizer.build_inputs`: ids, token type ids, and where the second text starts
+    (span tasks map positions in B back to its tokens; for one text it is the row's length)."""
+
+    ids: list[int]
+    token_type_ids: list[int]
+    second_start: int
 
 
 class Tokenizer(ABC):
@@ -130,6 +140,24 @@ class Tokenizer(ABC):
     def special_ids(self) -> set[int]:
         """Ids that are never masked or predicted: padding, unknown and the structural tokens."""
         return {self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id}
+
+    def build_inputs(self, ids_a: Sequence[int], ids_b: Sequence[int] | None = None) -> ModelInputs:
+        """A model input of one text or a pair, laid out as the checkpoint family was trained on.
+
+        BERT, ALBERT and ELECTRA: `[CLS] A [SEP] (B [SEP])`, token type 0 up to
+        the first [SEP] and 1 after it (`transformers`'
+        `build_inputs_with_special_tokens` / `create_token_type_ids_from_sequences`).
+        Tokenizers of other families override it (RoBERTa's byte-level BPE).
+        """
+        ids = [self.cls_id, *ids_a, self.sep_id]
+        types = [0] * len(ids)
+        if ids_b is None:
+            return ModelInputs(ids, types, len(ids))
+        return ModelInputs([*ids, *ids_b, self.sep_id], types + [1] * (len(ids_b) + 1), len(ids))
+
+    def num_special_tokens(self, pair: bool) -> int:
+        """Tokens `build_inputs` adds to one text (pair=False) or to a pair: what truncation must leave room for."""
+        return len(self.build_inputs([], [] if pair else None).ids)
 
 
 # ---------------------------------------------------------------------------------------------------------------

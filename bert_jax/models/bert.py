@@ -45,10 +45,14 @@ def default_position_ids(input_ids: jax.Array, cfg) -> jax.Array:
     return jnp.cumsum(real, axis=-1) * real + cfg.pad_token_id
 
 
+def first_position(cfg) -> int:
+    """The position id of a text's first token: 0, or RoBERTa's pad_token_id + 1."""
+    return cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0
+
+
 def max_sequence_length(cfg) -> int:
     """The longest input the position table covers without `position_ids` (RoBERTa loses pad_token_id + 1)."""
-    offset = cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0
-    return cfg.max_position_embeddings - offset
+    return cfg.max_position_embeddings - first_position(cfg)
 
 
 class BertModel(nn.Module):

@@ -219,21 +219,34 @@ def _text(value) -> str:
 
 
 def encode_pair(tokenizer: Tokenizer, a: str, b: str | None, max_seq_length: int) -> tuple[list[int], list[int]]:
-    """[CLS] a [SEP] (b [SEP]) ids and segment ids, the longer side truncated first (BERT's `_truncate_seq_pair`)."""
+    """Ids and token types of `a` (and `b`) in the tokenizer's layout (`Tokenizer.build_inputs`: BERT's
+    `[CLS] a [SEP] b [SEP]`, RoBERTa's `<s> a </s></s> b </s>`), truncated as `transformers` does
+    (`truncation="longest_first"`, tests/test_pair_layouts.py)."""
     ids_a = tokenizer.encode(a)
     ids_b = tokenizer.encode(b) if b is not None else None
-    budget = max_seq_length - (3 if ids_b is not None else 2)
+    budget = max_seq_length - tokenizer.num_special_tokens(pair=ids_b is not None)
     if ids_b is None:
         ids_a = ids_a[:budget]
     else:
-        while len(ids_a) + len(ids_b) > budget:
-            (ids_a if len(ids_a) > len(ids_b) else ids_b).pop()
-    ids = [tokenizer.cls_id, *ids_a, tokenizer.sep_id]
-    types = [0] * len(ids)
-    if ids_b is not None:
-        ids += [*ids_b, tokenizer.sep_id]
-        types += [1] * (len(ids_b) + 1)
+        keep_a, keep_b = truncated_pair_lengths(len(ids_a), len(ids_b), budget)
+        ids_a, ids_b = ids_a[:keep_a], ids_b[:keep_b]
+    ids, types, _ = tokenizer.build_inputs(ids_a, ids_b)
     return ids, types
+
+
+def truncated_pair_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each text a pair keeps within `budget`: the shorter text keeps all of its tokens
+    or half the budget, whichever is less (but no less than the longer leaves), the longer the rest.
+
+    This is the fast tokenizers' `longest_first` (transformers 5). BERT's
+    `_truncate_seq_pair` (pop from the longer, from b on a tie) differs only
+    when both texts pass half an odd budget: it gives a the odd token, this b.
+    """
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    shorter = min(len_a, len_b)
+    keep = min(shorter, max(budget - max(len_a, len_b), budget // 2))
+    return (keep, budget - keep) if len_a <= len_b else (budget - keep, keep)
 
 
 def pad_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> Features:

@@ -1,7 +1,8 @@
 """Multiple choice ('choice' head): SWAG's CSV layout and RACE's JSON layout, scored by accuracy.
 
 Every choice is encoded as a sentence pair `[CLS] context [SEP] choice
-[SEP]` with GLUE's `encode_pair` (the longer side truncated first), so a
+[SEP]` (the tokenizer's layout) with GLUE's `encode_pair` (the longer side
+truncated first), so a
 row's arrays are [num_choices, length]; the model scores each pair's
 pooled output and a softmax over the choices gives the loss.
 

@@ -1,7 +1,8 @@
 """SQuAD v1.1 and v2.0: answer spans over sliding windows of the context, decoded back to text by char offsets.
 
 Featurization follows BERT's `run_squad.py`: each question becomes one row
-per window `[CLS] question [SEP] context window [SEP]`, windows start every
+per window `[CLS] question [SEP] context window [SEP]` (the tokenizer's
+layout: RoBERTa's `<s> question </s></s> window </s>`), windows start every
 `doc_stride` context tokens until the context's end is covered, and a
 window that does not hold the whole answer is labelled with position 0
 ([CLS], which v2.0 also uses for "no answer"). Decoding takes, over all the
@@ -181,7 +182,7 @@ class SquadTask(Task):
         contexts: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
         for ex_i, ex in enumerate(examples):
             query = tokenizer.encode(ex.question)[: cfg.max_query_length]
-            max_tokens = max_seq_length - len(query) - 3
+            max_tokens = max_seq_length - len(query) - tokenizer.num_special_tokens(pair=True)
             if max_tokens <= 0:
                 raise ConfigError(
                     f"max_seq_length={max_seq_length} leaves no room for context after a {len(query)}-token "
@@ -209,17 +210,10 @@ class SquadTask(Task):
                     weight = 0.0
             spans = _windows(len(context_ids), max_tokens, cfg.doc_stride)
             best_window = _max_context_windows(spans, len(context_ids))
-            prefix = len(query) + 2
             for w, (start, length) in enumerate(spans):
-                ids = [
-                    tokenizer.cls_id,
-                    *query,
-                    tokenizer.sep_id,
-                    *context_ids[start : start + length],
-                    tokenizer.sep_id,
-                ]
+                ids, types, prefix = tokenizer.build_inputs(query, context_ids[start : start + length])
                 rows["input_ids"].append(ids)
-                rows["token_type_ids"].append([0] * prefix + [1] * (length + 1))
+                rows["token_type_ids"].append(types)
                 inside = label is not None and start <= label[0] and label[1] < start + length
                 rows["start"].append(label[0] - start + prefix if inside else 0)
                 rows["end"].append(label[1] - start + prefix if inside else 0)

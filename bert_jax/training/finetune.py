@@ -34,6 +34,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bert_jax import fileio
 from bert_jax.errors import ConfigError
+from bert_jax.models.bert import first_position
 from bert_jax.models.task_model import SINGLE_HEAD, build_task_model
 from bert_jax.tasks import get_task
 from bert_jax.tasks.base import Features, Task
@@ -50,7 +51,7 @@ from bert_jax.training.finetune_data import (
     parse_widths,
     subset,
 )
-from bert_jax.training.finetune_init import graft, load_init, task_tokenizer, to_numpy
+from bert_jax.training.finetune_init import check_token_types, graft, load_init, task_tokenizer, to_numpy
 from bert_jax.training.finetune_packing import PACKABLE_HEADS, PackedTrainOrder, packing_unsupported
 from bert_jax.training.metrics import MetricsWriter
 from bert_jax.training.optimizers import learning_rate_schedule, make_optimizer, with_layerwise_decay
@@ -129,6 +130,7 @@ class FineTuner:
         c, n = self.config, self.config.max_seq_length
         train = subset(task.read("train"), c.finetune.max_train_examples)
         train_features = task.featurize(train, self.tokenizer, n)
+        check_token_types(train_features, c.model, self.tokenizer, task.name)
         eval_sets = {}
         for split in task.splits[1:]:
             examples = subset(task.read(split), c.finetune.max_eval_examples)
@@ -152,7 +154,8 @@ class FineTuner:
             why_not = packing_unsupported(task.head, c.grad_accum_steps)
             if why_not is None:
                 divisor = int(np.prod([self.mesh.shape[a] for a in partitioning.BATCH_AXES]))
-                order = PackedTrainOrder(features, c.batch_size, c.seed, PACKABLE_HEADS[task.head], divisor)
+                per_example, first = PACKABLE_HEADS[task.head], first_position(c.model)
+                order = PackedTrainOrder(features, c.batch_size, c.seed, per_example, divisor, first)
                 log.info("%s: random batches packed into rows (finetune.pack)", task.name)
                 return order
             log.info("%s: finetune.pack does not apply (%s); padded batches", task.name, why_not)

@@ -23,6 +23,7 @@ from bert_jax import fileio
 from bert_jax.data.tokenizers import Tokenizer, load_tokenizer
 from bert_jax.errors import CheckpointError, ConfigError
 from bert_jax.models.task_model import BACKBONE
+from bert_jax.tasks.base import Features
 
 log = logging.getLogger(__name__)
 NATIVE_CONFIG = "bert_jax_config.json"
@@ -133,6 +134,25 @@ def task_tokenizer(config: ml_collections.ConfigDict, saved: dict) -> Tokenizer:
         )
     config.tokenizer.path = os.path.abspath(path) if os.path.exists(path) else path
     return tokenizer
+
+
+def check_token_types(features: Features, model_cfg, tokenizer: Tokenizer, what: str) -> None:
+    """An error if the rows use token types the model has no embedding for.
+
+    A gather past the end of the table would not fail: XLA clamps the index,
+    so a BERT-layout pair fed to a one-type model (RoBERTa) would train on a
+    wrong embedding without a word. The tokenizer's `build_inputs` gives a
+    RoBERTa-family tokenizer's pairs type 0 only; this catches a tokenizer of
+    another family.
+    """
+    types = features.arrays.get("token_type_ids")
+    used = int(types.max()) + 1 if types is not None and types.size else 0
+    if used > model_cfg.type_vocab_size:
+        raise ConfigError(
+            f"{what}: the rows use {used} token types but the model has type_vocab_size={model_cfg.type_vocab_size}: "
+            f"{type(tokenizer).__name__} lays out pairs for another model family. Use the checkpoint's own "
+            "tokenizer (--config.tokenizer.path)"
+        )
 
 
 def to_numpy(tree):

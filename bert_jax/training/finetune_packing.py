@@ -9,7 +9,7 @@ the `batch_size` examples of a step are placed first-fit-decreasing into
 rows of `width` tokens; `attention_mask` holds each token's segment number
 in its row (1, 2, ...; 0 on padding) for the model's 'packed' mask, which
 lets a token attend only within its own example; `position_ids` restart at
-0 in every segment; and `pool_index` gives the flat position (row * width +
+the first position (0; RoBERTa's 2) in every segment; and `pool_index` gives the flat position (row * width +
 column) of each example's [CLS] for the pooled heads. The model's outputs
 are then exactly those of the unpacked batch (tests/test_packing.py).
 
@@ -70,9 +70,17 @@ def packing_width(features: Features) -> int:
 
 
 def pack_batch(
-    features: Features, rows: np.ndarray, batch_size: int, width: int, num_rows: int, per_example: bool
+    features: Features,
+    rows: np.ndarray,
+    batch_size: int,
+    width: int,
+    num_rows: int,
+    per_example: bool,
+    first_position: int = 0,
 ) -> dict[str, np.ndarray]:
-    """The examples `rows` of `features` packed into `num_rows` rows of `width` (see the module docstring)."""
+    """The examples `rows` of `features` packed into `num_rows` rows of `width` (see the module docstring).
+
+    Each example's positions count from `first_position` (`models.bert.first_position`: 0, RoBERTa's 2)."""
     per_token = per_token_keys(features)
     lengths = features.lengths[rows]
     bins = first_fit_decreasing(lengths, width)
@@ -88,7 +96,7 @@ def pack_batch(
             for key in per_token:
                 batch[key][r, column : column + n] = features.arrays[key][row, :n]
             batch["attention_mask"][r, column : column + n] = segment
-            batch["position_ids"][r, column : column + n] = np.arange(n)
+            batch["position_ids"][r, column : column + n] = np.arange(first_position, first_position + n)
             pool_index[i] = r * width + column
             column += n
     for key, array in features.arrays.items():
@@ -121,9 +129,18 @@ class PackedTrainOrder(TrainOrder):
     rows leaves the dropout bits of the others unchanged.
     """
 
-    def __init__(self, features: Features, batch_size: int, seed: int, per_example: bool, row_multiple: int = 1):
+    def __init__(
+        self,
+        features: Features,
+        batch_size: int,
+        seed: int,
+        per_example: bool,
+        row_multiple: int = 1,
+        first_position: int = 0,
+    ):
         super().__init__(features, batch_size, seed, bucket=False)
         self.width, self.per_example, self.row_multiple = packing_width(features), per_example, max(row_multiple, 1)
+        self.first_position = first_position  # pack_batch: the position id each example starts at
         self.tokens_per_size = self.width  # choose_widths: one more row costs `width` tokens
         self.runs_in_larger_sizes = True
 
@@ -138,7 +155,7 @@ class PackedTrainOrder(TrainOrder):
 
     def make(self, rows: np.ndarray, size: int | None = None) -> dict[str, np.ndarray]:
         size = self.size(rows) if size is None else size
-        return pack_batch(self.features, rows, self.batch_size, self.width, size, self.per_example)
+        return pack_batch(self.features, rows, self.batch_size, self.width, size, self.per_example, self.first_position)
 
     def choose(self, steps: int, compile_cost_tokens: float, max_seq_length: int, attention_tokens: float) -> None:
         """Sets `width` and the row counts (`widths`) for steps [0, steps) at the least estimated cost.
