@@ -31,6 +31,7 @@ setup(
     extras_require={
         "test": [
             "pytest",
+            "pytest-xdist",  # the README's test command runs two workers: most of the suite is single-threaded compiles
             "ruff",
             "torch",  # unpinned: install the CPU build first (see README)
             "transformers>=4.40",

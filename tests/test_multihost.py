@@ -50,7 +50,7 @@ def run_hosts(workdir: str, logs: str, timeout: float = 240) -> list[str]:
     """Starts the processes, waits for all of them (killing them after `timeout`), returns each one's output."""
     base = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
     base.update(
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
         JAX_PLATFORMS="cpu",
         JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}",
         JAX_NUM_PROCESSES=str(HOSTS),
@@ -116,7 +116,11 @@ def test_two_processes_train_save_and_restore_into_another_mesh(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"},
+        env={
+            **os.environ,
+            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+            "JAX_PLATFORMS": "cpu",
+        },
     )
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ def test_every_layout_matches_one_device_and_fsdp_shrinks_per_device_bytes():
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+        env={**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
