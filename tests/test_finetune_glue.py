@@ -47,6 +47,7 @@ def test_featurize_pairs_and_truncation(data_dir):
     class Chars:  # one id per character: lengths are easy to predict; BERT's pair layout
         pad_id, cls_id, sep_id = 0, 1, 2
         build_inputs, num_special_tokens = Tokenizer.build_inputs, Tokenizer.num_special_tokens
+        pair_separators, second_token_type = Tokenizer.pair_separators, Tokenizer.second_token_type
 
         def encode(self, text):
             return [3 + (ord(c) % 50) for c in text]

@@ -19,16 +19,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from bert_jax.data.tokenizers import (
-    ModelInputs,
-    Tokenizer,
-    _AddedTokenSplitter,
-    _is_punctuation_piece,
-    _require_file,
-    _sample_lines,
-)
+from bert_jax.data.tokenizers import Tokenizer, _AddedTokenSplitter, _is_punctuation_piece, _require_file, _sample_lines
 from bert_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,6 +40,9 @@ class ByteLevelBPETokenizer(Tokenizer):
     tokenizes without 'Ġ'. `do_lower_case` (off for RoBERTa) lower-cases
     before encoding, for corpora whose vocabulary was trained lower-cased.
     """
+
+    # RoBERTa's pairs: `<s> A </s></s> B </s>`, one token type (type_vocab_size 1), as `transformers.RobertaTokenizer`
+    pair_separators, second_token_type = 2, 0
 
     def __init__(self, vocab_path: str, merges_path: str | None = None, do_lower_case: bool = False):
         from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers
@@ -105,21 +101,6 @@ class ByteLevelBPETokenizer(Tokenizer):
     def decode(self, ids: Iterable[int]) -> str:
         """The text back, byte for byte (padding dropped, other special tokens written out)."""
         return self._rust.decode([i for i in ids if i != self.pad_id], skip_special_tokens=False)
-
-    def build_inputs(self, ids_a: Sequence[int], ids_b: Sequence[int] | None = None) -> ModelInputs:
-        """RoBERTa's layout: `<s> A </s>`, a pair as `<s> A </s></s> B </s>`, every token type 0.
-
-        RoBERTa has one token type (type_vocab_size 1): the doubled `</s>` is
-        all that separates the texts (`transformers.RobertaTokenizer`).
-        """
-        ids = [self.cls_id, *ids_a, self.sep_id]
-        if ids_b is not None:
-            ids += [self.sep_id]
-            second_start = len(ids)
-            ids += [*ids_b, self.sep_id]
-        else:
-            second_start = len(ids)
-        return ModelInputs(ids, [0] * len(ids), second_start)
 
     def word_starts(self, ids: Iterable[int]) -> list[bool]:
         """'Ġ'-prefixed tokens, special tokens and punctuation start words, and so does a text's first token."""

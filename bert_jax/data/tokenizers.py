@@ -141,19 +141,26 @@ class Tokenizer(ABC):
         """Ids that are never masked or predicted: padding, unknown and the structural tokens."""
         return {self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id}
 
+    # The pair layout of the checkpoint family (`build_inputs`); subclasses of other families change these.
+    pair_separators = 1  # [SEP]s between the two texts (RoBERTa: 2, `</s></s>`)
+    second_token_type = 1  # the token type of the second text and its [SEP] (RoBERTa, one type only: 0)
+
     def build_inputs(self, ids_a: Sequence[int], ids_b: Sequence[int] | None = None) -> ModelInputs:
         """A model input of one text or a pair, laid out as the checkpoint family was trained on.
 
         BERT, ALBERT and ELECTRA: `[CLS] A [SEP] (B [SEP])`, token type 0 up to
         the first [SEP] and 1 after it (`transformers`'
-        `build_inputs_with_special_tokens` / `create_token_type_ids_from_sequences`).
-        Tokenizers of other families override it (RoBERTa's byte-level BPE).
+        `build_inputs_with_special_tokens` / `create_token_type_ids_from_sequences`);
+        RoBERTa's byte-level BPE: `<s> A </s></s> B </s>`, all type 0.
         """
         ids = [self.cls_id, *ids_a, self.sep_id]
         types = [0] * len(ids)
         if ids_b is None:
             return ModelInputs(ids, types, len(ids))
-        return ModelInputs([*ids, *ids_b, self.sep_id], types + [1] * (len(ids_b) + 1), len(ids))
+        first = [*ids, *[self.sep_id] * (self.pair_separators - 1)]
+        second = [*ids_b, self.sep_id]
+        types = [0] * len(first) + [self.second_token_type] * len(second)
+        return ModelInputs(first + second, types, len(first))
 
     def num_special_tokens(self, pair: bool) -> int:
         """Tokens `build_inputs` adds to one text (pair=False) or to a pair: what truncation must leave room for."""

@@ -2,9 +2,9 @@
 
 Every choice is encoded as a sentence pair `[CLS] context [SEP] choice
 [SEP]` (the tokenizer's layout) with GLUE's `encode_pair` (the longer side
-truncated first), so a
-row's arrays are [num_choices, length]; the model scores each pair's
-pooled output and a softmax over the choices gives the loss.
+truncated first), so a row's arrays are [num_choices, length]; the model
+scores each pair's pooled output and a softmax over the choices gives the
+loss.
 
 - SWAG (`config.data.dir`/{train,val,test}.csv, as in rowanz/swagaf): the
   context is `sent1`, each choice is `sent2 + ' ' + endingN` (as the Hugging

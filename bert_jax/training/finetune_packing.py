@@ -9,8 +9,9 @@ the `batch_size` examples of a step are placed first-fit-decreasing into
 rows of `width` tokens; `attention_mask` holds each token's segment number
 in its row (1, 2, ...; 0 on padding) for the model's 'packed' mask, which
 lets a token attend only within its own example; `position_ids` restart at
-the first position (0; RoBERTa's 2) in every segment; and `pool_index` gives the flat position (row * width +
-column) of each example's [CLS] for the pooled heads. The model's outputs
+the first position (0; RoBERTa's 2) in every segment; and `pool_index` gives
+the flat position (row * width + column) of each example's [CLS] for the
+pooled heads. The model's outputs
 are then exactly those of the unpacked batch (tests/test_packing.py).
 
 The number of rows varies from batch to batch; like the widths of bucketing,
