@@ -13,7 +13,10 @@ weights are allocated. Every measurement builds a new Python function and a
 new `jax.jit`, and the persistent compilation cache is off, so nothing is
 reused between measurements; a tiny compile first takes the one-time backend
 start-up out of the first measurement. The forward alone (MLM logits) is
-timed too, to show how much of the compile time is the backward pass.
+timed too, to show how much of the compile time is the backward pass, and
+the whole train step (fwd+bwd plus the optimizer update of
+`configs/bert_large.py`: AdamW with its decay mask and clipping, from
+`training/optimizers.py`), which is what `bert_jax.main` compiles.
 `--remat-policy` compiles both settings with that rematerialisation policy.
 """
 
@@ -26,12 +29,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from common import Timing, contention_since, cpu_description, cpu_snapshot, others_share, print_table
 
+from bert_jax import load_config
 from bert_jax.config_base import model_config
 from bert_jax.models import build_model, init_params
+from bert_jax.training.optimizers import make_optimizer
 
-STEPS = ("fwd+bwd", "forward")
+STEPS = ("fwd+bwd", "forward", "train step")
 BERT_LARGE = {"num_layers": 24, "hidden_size": 1024, "embedding_size": 1024, "num_heads": 16, "intermediate_size": 4096}
 
 
@@ -53,12 +59,18 @@ def abstract_step_args(cfg: Any, batch: int, seq: int) -> tuple[Any, dict, jax.S
     return model, params, jax.ShapeDtypeStruct((batch, seq), jnp.int32)
 
 
+def bert_large_optimizer() -> optax.GradientTransformation:
+    """The optimizer `bert_jax.main` builds for configs/bert_large.py (schedule, decay mask, clipping)."""
+    return make_optimizer(load_config("configs/bert_large.py"))
+
+
 def step_fn(model: Any, step: str) -> Callable:
-    """A fresh function of `(params, input_ids)` for `step`.
+    """A fresh function for `step`: of `(params, input_ids)`, or `(params, opt_state, input_ids)` for a train step.
 
     'fwd+bwd': `(loss, grads)` of the MLM cross-entropy against the inputs
     themselves (the target measurement); 'forward': the MLM logits only, for
-    context (how much of the time is the backward pass).
+    context (how much of the time is the backward pass); 'train step':
+    fwd+bwd and the optimizer update, returning the new parameters and state.
     """
 
     def loss_fn(params, input_ids):
@@ -68,15 +80,25 @@ def step_fn(model: Any, step: str) -> Callable:
 
     if step == "forward":
         return lambda params, input_ids: model.apply({"params": params}, input_ids).mlm_logits
-    return jax.value_and_grad(loss_fn)
+    if step == "fwd+bwd":
+        return jax.value_and_grad(loss_fn)
+    optimizer = bert_large_optimizer()
+
+    def train_step(params, opt_state, input_ids):
+        loss, grads = jax.value_and_grad(loss_fn)(params, input_ids)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return train_step
 
 
 def compile_seconds(cfg: Any, step: str, batch: int, seq: int) -> tuple[float, float, float]:
     """(trace + lower seconds, compile seconds, others' core share meanwhile) of one fresh jit of `step`."""
     model, params, ids = abstract_step_args(cfg, batch, seq)
     fn = jax.jit(step_fn(model, step))  # new function object: no jit cache entry can match
+    args = (params, jax.eval_shape(bert_large_optimizer().init, params), ids) if step == "train step" else (params, ids)
     t0 = cpu_snapshot()
-    lowered = fn.lower(params, ids)
+    lowered = fn.lower(*args)
     t1 = cpu_snapshot()
     lowered.compile()
     t2 = cpu_snapshot()

@@ -31,6 +31,10 @@ def finetune_config(task: str, **overrides) -> ml_collections.ConfigDict:
     c.finetune.warmup_fraction = 0.1  # of the total steps; used when warmup_steps is 0
     c.finetune.layerwise_lr_decay = 1.0  # ELECTRA: < 1 scales layer l's rate by decay ** (L - l)
     c.finetune.head_dropout = 0.1  # dropout on the head's input
+    # The head's initial weights, std model.initializer_range: "normal" (transformers' `_init_weights`, which
+    # the reference recipes use) or "truncated_normal" (Google BERT's run_classifier.py: cut at 2 std, 0.88x
+    # the std). The head barely moves in a short fine-tuning run, so its scale sets how fast logits grow.
+    c.finetune.head_init = "normal"
     c.finetune.reinit_head = False  # True: a checkpoint head of another size is replaced by a fresh one
     c.finetune.best_metric = ""  # the dev metric that picks the kept checkpoint; empty: the task's first
     c.finetune.seeds = ""  # comma-separated; one run per seed, with each score, the median and the max; empty: seed

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bert_jax.config_finetune import finetune_config
@@ -122,3 +123,29 @@ def test_head_size_mismatch_errors_or_reinitialises(tmp_path):
     )
     same = graft(three, three, reinit_head=False, source="ckpt")  # a head of the right size is kept
     np.testing.assert_array_equal(same["head"]["classifier"]["kernel"], three["head"]["classifier"]["kernel"])
+
+
+@pytest.mark.parametrize("head_init, std, largest", [("normal", 0.02, 0.07), ("truncated_normal", 0.0176, 0.04)])
+def test_head_init_follows_finetune_head_init(head_init, std, largest):
+    """transformers' normal(initializer_range) by default; Google BERT's truncated normal (0.88x the std) on request."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from bert_jax.models.task_model import build_task_model
+
+    config = finetune_config("conll2003")
+    config.model.update(TINY, vocab_size=30, hidden_size=256, num_heads=4)
+    model = build_task_model(config.model, (("head", "token", 512),), 0.1, head_init)
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+    kernel = np.asarray(params["head"]["classifier"]["kernel"])  # 256 x 512: its std is known to ~0.3%
+    assert abs(kernel.std() - std) < 0.0003, kernel.std()
+    assert abs(kernel).max() > largest if head_init == "normal" else abs(kernel).max() <= largest
+
+
+def test_unknown_head_init_is_a_config_error():
+    from bert_jax.models.task_model import build_task_model
+
+    config = finetune_config("sst2")
+    with pytest.raises(ConfigError, match=r"head_init='uniform'.*'normal', 'truncated_normal'"):
+        build_task_model(config.model, (("head", "classification", 2),), 0.1, "uniform")

@@ -48,9 +48,16 @@ def compute_dtype(cfg) -> jnp.dtype:
     return jnp.dtype(cfg.dtype)
 
 
-def kernel_init(cfg, names: Sequence[str | None]) -> Callable:
-    """Truncated-normal init of BERT (std = initializer_range) with logical axis names."""
-    return nn.with_logical_partitioning(nn.initializers.truncated_normal(cfg.initializer_range), tuple(names))
+KERNEL_INITS = {  # name -> initializer of stddev `initializer_range`
+    # Google BERT's (TF truncated_normal_initializer): cut at 2 stddev, not rescaled, so the weights' std is 0.88x
+    "truncated_normal": nn.initializers.truncated_normal,
+    "normal": nn.initializers.normal,  # transformers' `_init_weights`
+}
+
+
+def kernel_init(cfg, names: Sequence[str | None], distribution: str = "truncated_normal") -> Callable:
+    """BERT's init (std = initializer_range; `distribution` a key of KERNEL_INITS) with logical axis names."""
+    return nn.with_logical_partitioning(KERNEL_INITS[distribution](cfg.initializer_range), tuple(names))
 
 
 def zeros_init(names: Sequence[str | None]) -> Callable:
@@ -161,12 +168,12 @@ def trailing_of(x: jax.Array, k: int) -> tuple[int, ...]:
     return tuple(range(x.ndim - k, x.ndim))
 
 
-def dense(cfg, features: int, names: tuple[str, str], name: str) -> nn.Dense:
+def dense(cfg, features: int, names: tuple[str, str], name: str, init: str = "truncated_normal") -> nn.Dense:
     return nn.Dense(
         features,
         dtype=compute_dtype(cfg),
         param_dtype=jnp.float32,
-        kernel_init=kernel_init(cfg, names),
+        kernel_init=kernel_init(cfg, names, init),
         bias_init=zeros_init(names[1:]),
         dot_general=mixed_precision_dot_general,
         name=name,

@@ -1,7 +1,8 @@
 """Fine-tuning heads, one per `Task.head` kind (tasks/base.py), returning the dict the task's loss reads.
 
 Each head applies dropout to its input (`finetune.head_dropout`, BERT's
-classifier dropout) and one Dense layer initialised like BERT's. Kernels
+classifier dropout) and one Dense layer initialised like BERT's, from the
+distribution `finetune.head_init` names (models/common.py KERNEL_INITS). Kernels
 carry logical axis names like the rest of models/; the label axis is
 unnamed (replicated), being small.
 """
@@ -21,10 +22,11 @@ class _Head(nn.Module):
     num_labels: int = 1
     dropout_rate: float = 0.1
     deterministic: bool = True
+    init: str = "normal"  # a key of common.KERNEL_INITS
 
     def project(self, x: jax.Array, features: int, name: str = "classifier") -> jax.Array:
         x = Dropout(self.dropout_rate)(x, deterministic=self.deterministic)
-        return dense(self.config, features, ("embed", None), name)(x).astype(jnp.float32)
+        return dense(self.config, features, ("embed", None), name, self.init)(x).astype(jnp.float32)
 
 
 class ClassificationHead(_Head):

@@ -16,6 +16,7 @@ import ml_collections
 
 from bert_jax.errors import ConfigError
 from bert_jax.models.bert import BertModel
+from bert_jax.models.common import KERNEL_INITS
 from bert_jax.models.task_heads import HEAD_MODULES, POOLED_HEADS
 
 BACKBONE = "backbone"
@@ -36,6 +37,7 @@ class TaskModel(nn.Module):
     config: object  # FrozenConfigDict of the backbone's model block (see `backbone_config`)
     heads: tuple[tuple[str, str, int], ...]
     head_dropout: float = 0.1
+    head_init: str = "normal"  # a key of common.KERNEL_INITS
 
     @nn.compact
     def __call__(
@@ -71,7 +73,9 @@ class TaskModel(nn.Module):
         for name, kind, num_labels in self.heads:  # every head at init, so all get parameters
             if name != head and not self.is_initializing():
                 continue
-            module = HEAD_MODULES[kind](self.config, num_labels, self.head_dropout, deterministic, name=name)
+            module = HEAD_MODULES[kind](
+                self.config, num_labels, self.head_dropout, deterministic, self.head_init, name=name
+            )
             results[name] = module(out.last_hidden_state, out.pooled_output)
         result = results[head]
         if choices is not None:
@@ -79,10 +83,15 @@ class TaskModel(nn.Module):
         return result
 
 
-def build_task_model(model_cfg: ml_collections.ConfigDict, heads, head_dropout: float) -> TaskModel:
-    """A `TaskModel` for `heads` ((name, kind, num_labels), ...) on the encoder of `model_cfg`."""
+def build_task_model(
+    model_cfg: ml_collections.ConfigDict, heads, head_dropout: float, head_init: str = "normal"
+) -> TaskModel:
+    """A `TaskModel` for `heads` ((name, kind, num_labels), ...) on the encoder of `model_cfg`; `head_init`
+    names the heads' initial weight distribution (`finetune.head_init`)."""
     for name, kind, _ in heads:
         if kind not in HEAD_MODULES:
             raise ConfigError(f"head {name!r} has unknown kind {kind!r}; use one of {sorted(HEAD_MODULES)}")
+    if head_init not in KERNEL_INITS:
+        raise ConfigError(f"finetune.head_init={head_init!r} is unknown; use one of {sorted(KERNEL_INITS)}")
     cfg = backbone_config(model_cfg, [kind for _, kind, _ in heads])
-    return TaskModel(ml_collections.FrozenConfigDict(cfg), tuple(tuple(h) for h in heads), head_dropout)
+    return TaskModel(ml_collections.FrozenConfigDict(cfg), tuple(tuple(h) for h in heads), head_dropout, head_init)

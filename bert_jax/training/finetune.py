@@ -79,7 +79,7 @@ class FineTuner:
         validate_run(config, self.mesh)
         self.tokenizer = task_tokenizer(config, saved)
         self.heads = tuple((name, task.head, task.num_labels) for name, task in self.tasks.items())
-        self.model = build_task_model(config.model, self.heads, config.finetune.head_dropout)
+        self.model = build_task_model(config.model, self.heads, config.finetune.head_dropout, config.finetune.head_init)
         self._loaded = loaded
         self._aot = AheadOfTime(compiler_options=_compiler_options(config))  # finetune.compile_ahead
         self._recording: dict | None = None  # while evaluating in the loop: {(split, head): predict()'s result}
