@@ -36,7 +36,14 @@ import jax
 import numpy as np
 import torch
 import transformers
-from finetune_vs_transformers import DATA_DIRS, TASK_RECIPES, minilm_dir
+from finetune_vs_transformers import (
+    DATA_DIRS,
+    TASK_RECIPES,
+    adamw_groups,
+    first_subtoken_labels,
+    first_subtoken_tags,
+    minilm_dir,
+)
 from flax.traverse_util import flatten_dict
 
 import bert_jax
@@ -76,13 +83,8 @@ def torch_batch(tokenizer, task, examples: list, max_length: int) -> transformer
         batch["labels"] = torch.tensor([e.label for e in examples])
         return batch
     batch = tokenizer([list(e.words) for e in examples], is_split_into_words=True, **options)
-    labels = []
-    for i, e in enumerate(examples):
-        previous, row = None, []
-        for w in batch.word_ids(i):
-            row.append(-100 if w is None or w == previous else task.labels.index(e.tags[w]))
-            previous = w
-        labels.append(row)
+    ids = {tag: i for i, tag in enumerate(task.labels)}
+    labels = [first_subtoken_labels(batch.word_ids(i), [ids[t] for t in e.tags]) for i, e in enumerate(examples)]
     batch["labels"] = torch.tensor(labels)
     return batch
 
@@ -126,13 +128,7 @@ class Twin:
         with torch.no_grad():
             model.classifier.weight.copy_(torch.tensor(kernel.T))
             model.classifier.bias.copy_(torch.tensor(bias))
-        decayed = {False: [], True: []}  # transformers' recipe: no decay on biases and LayerNorm
-        for name, p in model.named_parameters():
-            decayed[not (name.endswith("bias") or "LayerNorm" in name)].append(p)
-        groups = [
-            {"params": decayed[True], "weight_decay": c.weight_decay},
-            {"params": decayed[False], "weight_decay": 0.0},
-        ]
+        groups = adamw_groups(model, c.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=c.learning_rate, betas=(c.adam_b1, c.adam_b2), eps=c.adam_eps)
         model.train()
         example_of_row = tuner.train_features.example_index
@@ -182,13 +178,9 @@ class Twin:
                 if task.head != "token":
                     predictions += ids
                     continue
-                for row, example in enumerate(chunk):  # first sub-token per word; words cut off: "O"
-                    tags, previous = ["O"] * len(example.words), None
-                    for position, w in enumerate(batch.word_ids(row)):
-                        if w is not None and w != previous:
-                            tags[w] = task.labels[ids[row][position]]
-                        previous = w
-                    predictions.append(tags)
+                for row, example in enumerate(chunk):  # words cut off by max_seq_length: "O"
+                    tags = [task.labels[i] for i in ids[row]]
+                    predictions.append(first_subtoken_tags(batch.word_ids(row), tags, len(example.words), "O"))
         return jax_metrics, task.metrics(predictions, examples)
 
 

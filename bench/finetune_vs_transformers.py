@@ -75,6 +75,33 @@ def children_cpu() -> float:
 
 
 # -- the transformers worker (a child process: imports only torch, transformers and numpy) -----------------------------
+def first_subtoken_labels(word_ids: list, word_labels: list) -> list[int]:
+    """Per position: the word's label at its first sub-token, -100 (ignored) at later sub-tokens and specials."""
+    labels, previous = [], None
+    for w in word_ids:
+        labels.append(-100 if w is None or w == previous else word_labels[w])
+        previous = w
+    return labels
+
+
+def first_subtoken_tags(word_ids: list, position_tags: list, num_words: int, fill) -> list:
+    """Per word: the tag predicted at its first sub-token; words cut off by max_seq_length get `fill`."""
+    tags, previous = [fill] * num_words, None
+    for position, w in enumerate(word_ids):
+        if w is not None and w != previous:
+            tags[w] = position_tags[position]
+        previous = w
+    return tags
+
+
+def adamw_groups(model, weight_decay: float) -> list[dict]:
+    """torch AdamW parameter groups of transformers' recipe: no weight decay on biases and LayerNorm."""
+    decayed = {False: [], True: []}
+    for name, p in model.named_parameters():
+        decayed[not (name.endswith("bias") or "LayerNorm" in name)].append(p)
+    return [{"params": decayed[True], "weight_decay": weight_decay}, {"params": decayed[False], "weight_decay": 0.0}]
+
+
 def transformers_worker(spec_path: str, out_path: str) -> None:
     """Fine-tunes and predicts as `spec_path` (JSON: recipe, checkpoint, examples) says; writes predictions."""
     t0 = time.perf_counter()
@@ -108,11 +135,8 @@ def transformers_worker(spec_path: str, out_path: str) -> None:
         for i, e in enumerate(examples):
             row = {k: encoded[k][i] for k in ("input_ids", "attention_mask", "token_type_ids")}
             if kind == "token":
-                words, previous, labels = encoded.word_ids(i), None, []
-                for w in words:
-                    labels.append(-100 if w is None or w == previous else e["labels"][w])
-                    previous = w
-                row["labels"], row["word_ids"] = labels, words
+                row["word_ids"] = encoded.word_ids(i)
+                row["labels"] = first_subtoken_labels(row["word_ids"], e["labels"])
             else:
                 row["labels"] = e["label"]
             rows.append(row)
@@ -134,11 +158,7 @@ def transformers_worker(spec_path: str, out_path: str) -> None:
     steps_per_epoch = -(-len(train) // r["batch"])
     total = max(int(np.ceil(r["epochs"] * steps_per_epoch)), 1)
     warmup = int(round(0.1 * total))
-    named = list(model.named_parameters())
-    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
-    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n)]
-    groups = [{"params": decay, "weight_decay": r["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=r["lr"], eps=1e-6, fused=True)
+    optimizer = torch.optim.AdamW(adamw_groups(model, r["weight_decay"]), lr=r["lr"], eps=1e-6, fused=True)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)
     generator = torch.Generator().manual_seed(r["seed"])
     model.train()
@@ -176,12 +196,8 @@ def transformers_worker(spec_path: str, out_path: str) -> None:
                 predictions += ids
                 continue
             for row, example, row_ids in zip(rows, spec["dev"][i : i + r["batch"]], ids, strict=True):
-                tags, previous = [0] * len(example["words"]), None  # words cut off by max_seq_length: "O" (id 0)
-                for position, w in enumerate(row["word_ids"]):
-                    if w is not None and w != previous:
-                        tags[w] = row_ids[position]
-                    previous = w
-                predictions.append(tags)
+                # words cut off by max_seq_length: "O" (id 0)
+                predictions.append(first_subtoken_tags(row["word_ids"], row_ids, len(example["words"]), 0))
     t_eval = time.perf_counter()
     split = {"import": t_import - t0, "model": t_model - t_import, "data": t_data - t_model}
     split.update({"train": t_train - t_data, "eval": t_eval - t_train, "steps": total})
