@@ -192,3 +192,20 @@ def test_masked_positions_gather_mlm_logits():
     np.testing.assert_allclose(
         gathered, np.take_along_axis(np.asarray(full), np.asarray(positions)[..., None], 1), atol=1e-5
     )
+
+
+def test_gelu_exact_is_the_reference_gelu_and_its_gradient():
+    """The erf form (fast on XLA:CPU) is jax's erfc form and torch's gelu, values and derivatives."""
+    torch = pytest.importorskip("torch")
+    from bert_jax.models.common import gelu_exact
+
+    x = np.linspace(-12.0, 12.0, 48001, dtype=np.float32)
+    ours = np.asarray(gelu_exact(jnp.asarray(x)))
+    np.testing.assert_allclose(ours, np.asarray(jax.nn.gelu(jnp.asarray(x), approximate=False)), atol=2e-6, rtol=0)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.gelu(xt)
+    ref.sum().backward()
+    np.testing.assert_allclose(ours, ref.detach().numpy(), atol=2e-6, rtol=0)
+    grad = np.asarray(jax.grad(lambda v: gelu_exact(v).sum())(jnp.asarray(x)))
+    np.testing.assert_allclose(grad, xt.grad.numpy(), atol=2e-6, rtol=0)
+    assert gelu_exact(jnp.ones(4, jnp.bfloat16)).dtype == jnp.bfloat16  # no promotion of the compute dtype
