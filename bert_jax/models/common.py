@@ -186,10 +186,11 @@ def gelu_exact(x: jax.Array) -> jax.Array:
     `jax.nn.gelu(approximate=False)` computes the same function through erfc,
     which XLA:CPU lowers to an exp and several selects; erf is one clamped
     rational polynomial. Alone on a [2048, 1536] activation the erfc form's
-    forward is 2-3.5x slower, and inside a train step XLA copies it into
-    each consumer fusion: in all-MiniLM-L6-v2's fine-tuning step it was 20-34%
-    of the op time (bench/RESULTS_finetune.md, session 9). The two forms differ
-    by at most 1e-6 on [-10, 10], as does either from torch's gelu.
+    forward is 2-3.5x slower, and in a profile of all-MiniLM-L6-v2's
+    fine-tuning step its fusions were the largest non-matmul ops; timed
+    interleaved, the whole step is 1-8% faster with erf (bench/RESULTS_finetune.md,
+    session 9). The two forms differ by at most 1e-6 on [-10, 10], as does
+    either from torch's gelu.
     """
     return 0.5 * x * (1.0 + jax.lax.erf(x * 0.7071067811865476))
 
