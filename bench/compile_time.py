@@ -64,13 +64,13 @@ def bert_large_optimizer() -> optax.GradientTransformation:
     return make_optimizer(load_config("configs/bert_large.py"))
 
 
-def step_fn(model: Any, step: str) -> Callable:
+def step_fn(model: Any, step: str, optimizer: optax.GradientTransformation | None = None) -> Callable:
     """A fresh function for `step`: of `(params, input_ids)`, or `(params, opt_state, input_ids)` for a train step.
 
     'fwd+bwd': `(loss, grads)` of the MLM cross-entropy against the inputs
     themselves (the target measurement); 'forward': the MLM logits only, for
     context (how much of the time is the backward pass); 'train step':
-    fwd+bwd and the optimizer update, returning the new parameters and state.
+    fwd+bwd and `optimizer`'s update, returning the new parameters and state.
     """
 
     def loss_fn(params, input_ids):
@@ -82,7 +82,6 @@ def step_fn(model: Any, step: str) -> Callable:
         return lambda params, input_ids: model.apply({"params": params}, input_ids).mlm_logits
     if step == "fwd+bwd":
         return jax.value_and_grad(loss_fn)
-    optimizer = bert_large_optimizer()
 
     def train_step(params, opt_state, input_ids):
         loss, grads = jax.value_and_grad(loss_fn)(params, input_ids)
@@ -95,8 +94,9 @@ def step_fn(model: Any, step: str) -> Callable:
 def compile_seconds(cfg: Any, step: str, batch: int, seq: int) -> tuple[float, float, float]:
     """(trace + lower seconds, compile seconds, others' core share meanwhile) of one fresh jit of `step`."""
     model, params, ids = abstract_step_args(cfg, batch, seq)
-    fn = jax.jit(step_fn(model, step))  # new function object: no jit cache entry can match
-    args = (params, jax.eval_shape(bert_large_optimizer().init, params), ids) if step == "train step" else (params, ids)
+    optimizer = bert_large_optimizer() if step == "train step" else None
+    fn = jax.jit(step_fn(model, step, optimizer))  # new function object: no jit cache entry can match
+    args = (params, jax.eval_shape(optimizer.init, params), ids) if optimizer else (params, ids)
     t0 = cpu_snapshot()
     lowered = fn.lower(*args)
     t1 = cpu_snapshot()
