@@ -11,7 +11,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.models.common import compute_dtype, constrain, kernel_init, mixed_precision_dot_general, zeros_init
+from bert_jax.models.bias import add_bias
+from bert_jax.models.common import (
+    compute_dtype,
+    constrain,
+    dense,
+    kernel_init,
+    mixed_precision_dot_general,
+    zeros_init,
+)
 from bert_jax.models.dropout import Dropout
 
 MASK_KINDS = ("padding", "causal", "prefix", "packed")
@@ -79,19 +87,9 @@ class SelfAttention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         cfg = self.config
-        dtype = compute_dtype(cfg)
         q, k, v = self.project_qkv(x)
         context = self.attend(q, k, v, bias)
-        return nn.DenseGeneral(
-            cfg.hidden_size,
-            axis=(-2, -1),
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            kernel_init=kernel_init(cfg, ("heads", "kv", "embed")),
-            bias_init=zeros_init(("embed",)),
-            dot_general=mixed_precision_dot_general,
-            name="output",
-        )(context)
+        return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output")(context)
 
     def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """q, k, v [batch, length, heads, head_dim] from one matmul against the three kernels side by side.
@@ -110,7 +108,7 @@ class SelfAttention(nn.Module):
         dtype = compute_dtype(cfg)
         x, kernel = x.astype(dtype), kernel.astype(dtype)
         fused = mixed_precision_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-        fused = fused + jnp.stack(biases).astype(dtype)  # [batch, length, 3, heads, head_dim]
+        fused = add_bias(fused, jnp.stack(biases))  # [batch, length, 3, heads, head_dim]
         names = ("batch", "length", "heads", "kv")
         return tuple(constrain(fused[..., i, :, :], names) for i in range(len(QKV)))
 

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
+from bert_jax.models.bias import add_bias
+
 _MESH = contextvars.ContextVar("bert_jax_activation_mesh", default=None)
 
 
@@ -168,14 +170,41 @@ def trailing_of(x: jax.Array, k: int) -> tuple[int, ...]:
     return tuple(range(x.ndim - k, x.ndim))
 
 
-def dense(cfg, features: int, names: tuple[str, str], name: str, init: str = "truncated_normal") -> nn.Dense:
-    return nn.Dense(
+class Dense(nn.Module):
+    """A dense layer with nn.Dense's parameters, names and arithmetic, and `add_bias`'s backward pass.
+
+    kernel [*inputs, features] contracts the last `contract` axes of the input
+    (1: nn.Dense; more: nn.DenseGeneral over trailing axes, e.g. heads x head_dim),
+    bias [features]; parameters float32, computed in `dtype` with float32
+    accumulation (`mixed_precision_dot_general`). The bias is added through
+    `add_bias`, whose gradient XLA:CPU computes many times faster than the
+    transpose of nn.Dense's broadcast add (models/bias.py).
+    """
+
+    features: int
+    dtype: jnp.dtype
+    kernel_init: Callable
+    bias_init: Callable
+    contract: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n = self.contract
+        kernel = self.param("kernel", self.kernel_init, (*x.shape[x.ndim - n :], self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        y = mixed_precision_dot_general(x, kernel, ((trailing_of(x, n), tuple(range(n))), ((), ())))
+        return add_bias(y, bias)
+
+
+def dense(cfg, features: int, names: tuple[str, ...], name: str, init: str = "truncated_normal") -> Dense:
+    """A `Dense` in the compute dtype; `names` are the kernel's logical axes, the last also the bias's."""
+    return Dense(
         features,
         dtype=compute_dtype(cfg),
-        param_dtype=jnp.float32,
         kernel_init=kernel_init(cfg, names, init),
-        bias_init=zeros_init(names[1:]),
-        dot_general=mixed_precision_dot_general,
+        bias_init=zeros_init(names[-1:]),
+        contract=len(names) - 1,
         name=name,
     )
 

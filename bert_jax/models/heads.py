@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax.models.bias import add_bias
 from bert_jax.models.common import activation, compute_dtype, dense, kernel_init, layer_norm, zeros_init
 from bert_jax.models.dropout import Dropout
 
@@ -40,7 +41,7 @@ class MLMHead(nn.Module):
 def tied_decode(module: nn.Module, h: jax.Array, decode: Callable[[jax.Array], jax.Array]) -> jax.Array:
     """Vocabulary logits of `h` [..., E]: the tied word table (`Embeddings.attend`) plus the module's own bias."""
     bias = module.param("bias", zeros_init(("vocab",)), (module.config.vocab_size,), jnp.float32)
-    return decode(h) + bias.astype(h.dtype)
+    return add_bias(decode(h), bias)
 
 
 class SpanBoundaryHead(nn.Module):
