@@ -33,6 +33,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from bert_jax.host_memory import RETAINED
+
+# Every benchmark runs both frameworks with the allocator settings the main command uses (bert_jax/host_memory.py):
+# each script imports bert_jax first, whose import applies them before numpy, jax or torch start a thread.
+FREED_MEMORY_RETAINED = RETAINED["applied"]
+
 MATMUL_SIZE = 2048  # square matmul for the peak: big enough to saturate two cores, small enough to be quick
 CLEAN_SHARE = 0.05  # a repeat is "clean" when other processes used less than this share of the cores meanwhile
 MIN_CONTENTION_WINDOW = 0.25  # seconds; shorter calls are too short for /proc/stat's ticks to tell
@@ -231,7 +237,7 @@ def bert_train_step_flops(*args: Any, **kwargs: Any) -> float:
 
 
 def cpu_description() -> str:
-    """The CPU model and core count, e.g. 'AMD EPYC, 2 cores, avx512_bf16'."""
+    """The CPU model, core count and allocator mode, e.g. 'AMD EPYC, 2 cores, avx512_bf16, malloc defaults'."""
     model, flags = platform.processor() or "unknown CPU", set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -244,7 +250,8 @@ def cpu_description() -> str:
     except OSError:
         pass
     wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX-512'}"
+    malloc = "freed memory retained" if FREED_MEMORY_RETAINED else "malloc defaults"
+    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX-512'}, {malloc}"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

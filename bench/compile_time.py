@@ -22,6 +22,10 @@ the whole train step (fwd+bwd plus the optimizer update of
 
 from __future__ import annotations
 
+# isort: off
+import bert_jax  # noqa: F401  (first: its import applies bert_jax/host_memory.py before numpy/torch start threads)
+# isort: on
+
 import argparse
 import functools
 from collections.abc import Callable

@@ -25,6 +25,10 @@ the same way, which one forward pass's loss (RESULTS_finetune.md) does not.
 
 from __future__ import annotations
 
+# isort: off
+import bert_jax  # noqa: F401  (first: its import applies bert_jax/host_memory.py before numpy/torch start threads)
+# isort: on
+
 import argparse
 import json
 import os
@@ -46,7 +50,6 @@ from finetune_vs_transformers import (
 )
 from flax.traverse_util import flatten_dict
 
-import bert_jax
 from bert_jax.training.finetune import FineTuner
 from bert_jax.training.finetune_data import subset
 

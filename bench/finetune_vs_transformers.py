@@ -102,9 +102,20 @@ def adamw_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decayed[True], "weight_decay": weight_decay}, {"params": decayed[False], "weight_decay": 0.0}]
 
 
+def retain_freed_memory_like_bert_jax() -> bool:
+    """The allocator settings bert_jax's main command applies, loaded by path so this worker imports no JAX."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("host_memory", os.path.join(ROOT, "bert_jax", "host_memory.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.retain_freed_memory()
+
+
 def transformers_worker(spec_path: str, out_path: str) -> None:
     """Fine-tunes and predicts as `spec_path` (JSON: recipe, checkpoint, examples) says; writes predictions."""
     t0 = time.perf_counter()
+    retain_freed_memory_like_bert_jax()
     import numpy as np
     import torch
     import transformers

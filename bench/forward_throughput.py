@@ -24,6 +24,10 @@ for a smoke test.
 
 from __future__ import annotations
 
+# isort: off
+import bert_jax  # noqa: F401  (first: its import applies bert_jax/host_memory.py before numpy/torch start threads)
+# isort: on
+
 import argparse
 import contextlib
 import copy
@@ -48,7 +52,6 @@ from common import (
     torch_matmul_gflops,
 )
 
-import bert_jax
 from bert_jax.config_base import base_config, model_config
 from bert_jax.models import build_model, init_params
 

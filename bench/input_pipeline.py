@@ -31,6 +31,10 @@ smoke test: `python bench/input_pipeline.py --repeats 2 --skip-train`.
 
 from __future__ import annotations
 
+# isort: off
+import bert_jax  # noqa: F401  (first: its import applies bert_jax/host_memory.py before numpy/torch start threads)
+# isort: on
+
 import argparse
 import json
 import os
@@ -43,7 +47,6 @@ import jax
 import numpy as np
 from common import contention_since, cpu_description, cpu_snapshot, print_table, time_fn
 
-import bert_jax
 from bert_jax.data import sources
 from bert_jax.data.pipeline import build_pretraining_data, make_batch_iterator, tokenize_documents
 from bert_jax.data.pretraining import create_instances

@@ -58,6 +58,10 @@ smoke test: `python bench/train_step.py --models bert_tiny --vocab 512 --seq 32 
 
 from __future__ import annotations
 
+# isort: off
+import bert_jax  # noqa: F401  (first: its import applies bert_jax/host_memory.py before numpy/torch start threads)
+# isort: on
+
 import argparse
 import collections
 import contextlib
@@ -90,7 +94,6 @@ from common import (
     torch_matmul_gflops,
 )
 
-import bert_jax
 from bert_jax.models import attention as attention_module
 from bert_jax.models import embeddings as embeddings_module
 from bert_jax.models import encoder as encoder_module

@@ -26,6 +26,10 @@ list below was checked against this jax version.
 
 from __future__ import annotations
 
+# isort: off
+import bert_jax  # noqa: F401  (first: its import applies bert_jax/host_memory.py before numpy/torch start threads)
+# isort: on
+
 import argparse
 import json
 import os
