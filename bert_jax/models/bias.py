@@ -12,9 +12,10 @@ activations' dtype, and XLA:CPU compiles both kinds badly:
   bias, [320, 30522]) runs at ~1 GB/s: 35 ms, against 0.8 ms as a
   matrix-vector product, and 13% of bert_tiny's float32 step.
 
-`add_bias` keeps the forward `y + bias` exactly as before and computes the
-gradient as a float32 product of a ones vector with the cotangent, on the
-same matmul library as the rest of the model (bench/RESULTS_training.md,
+`add_bias` keeps the forward `y + bias` exactly as before and returns the
+gradient summed in float32: a bf16 cotangent of ordinary width upcast and
+reduced (one fused pass), a float32 or vocabulary-wide one as ones @ g on
+the matmul library the rest of the model uses (bench/RESULTS_training.md,
 section 10).
 """
 
