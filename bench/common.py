@@ -37,7 +37,6 @@ from bert_jax.host_memory import RETAINED
 
 # Every benchmark runs both frameworks with the allocator settings the main command uses (bert_jax/host_memory.py):
 # each script imports bert_jax first, whose import applies them before numpy, jax or torch start a thread.
-FREED_MEMORY_RETAINED = RETAINED["applied"]
 
 MATMUL_SIZE = 2048  # square matmul for the peak: big enough to saturate two cores, small enough to be quick
 CLEAN_SHARE = 0.05  # a repeat is "clean" when other processes used less than this share of the cores meanwhile
@@ -250,7 +249,7 @@ def cpu_description() -> str:
     except OSError:
         pass
     wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    malloc = "freed memory retained" if FREED_MEMORY_RETAINED else "malloc defaults"
+    malloc = "freed memory retained" if RETAINED["applied"] else "malloc defaults"
     return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX-512'}, {malloc}"
 
 

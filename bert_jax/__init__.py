@@ -7,7 +7,7 @@ scripts and notebooks on CPU (bert_jax/host_memory.py).
 # First, before numpy or jax start threads: keep freed host memory in the process (bert_jax/host_memory.py).
 from bert_jax.host_memory import retain_freed_memory  # isort: skip
 
-_FREED_MEMORY_RETAINED = retain_freed_memory()
+retain_freed_memory()
 
 from bert_jax.config import load_config  # noqa: E402
 from bert_jax.models import EncoderOutput, build_model, count_params, init_params  # noqa: E402

@@ -10,9 +10,10 @@ high enough that freed blocks stay in the heap, the same step takes none and
 runs 10-20% faster, and PyTorch's steps in the same process gain 10-13%
 (bench/RESULTS_training.md, section 10).
 
-The settings only work before the threads that allocate exist, so the main
-command applies them first thing; call `retain_freed_memory()` at the top of
-a script or notebook, before the first JAX computation. The cost is that the
+The settings only work before the threads that allocate exist, so
+`import bert_jax` applies them first thing (the main command gets them
+through that import); in a script or notebook, import bert_jax before numpy,
+jax or torch run anything. The cost is that the
 process keeps its peak heap instead of returning it to the system. Set
 `BERT_JAX_RETAIN_FREED_MEMORY=0` to leave malloc alone; glibc's own MALLOC_*
 variables or GLIBC_TUNABLES, when set, are left to win.

@@ -16,7 +16,6 @@ from absl import app, flags
 
 from bert_jax.config import load_config
 from bert_jax.errors import BertJaxError
-from bert_jax.host_memory import retain_freed_memory
 from bert_jax.training import compilation_cache
 
 FLAGS = flags.FLAGS
@@ -101,7 +100,6 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def run(entry=None) -> None:
     """Runs `entry(argv)` (default: `main`) under absl, the `--config.x=y` overrides set aside for the config."""
-    retain_freed_memory()  # before any thread allocates: bert_jax/host_memory.py
     argv, overrides = split_overrides(sys.argv)
     _OVERRIDES[:] = overrides
     app.run(entry or main, argv=argv)
