@@ -52,6 +52,18 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
     return m
 
 
+def with_defaults_for_unset(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`model` with each field left unset (None, e.g. a fine-tuning config's dropout rates, which mean "the
+    checkpoint's") at `model_config`'s default, for a model built without a checkpoint to take them from."""
+    defaults = model_config()
+    unset = {k: defaults[k] for k, v in model.items() if v is None and defaults.get(k) is not None}
+    if not unset:
+        return model
+    filled = ml_collections.ConfigDict(model.to_dict())
+    filled.update(unset)
+    return filled
+
+
 def base_config(model: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
     """The whole config tree around a model block, with pretraining defaults.
 

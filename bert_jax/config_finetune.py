@@ -4,7 +4,9 @@ Same shape as a pretraining config where they overlap (optimizer, schedule,
 mesh, logging, checkpoints: the trainer pieces are shared); the model block
 comes from the checkpoint named by `init_from` (a Hugging Face folder or a
 bert_jax workdir/checkpoint), or from `config.model` when `init_from` is
-empty (random weights: tests and smoke runs).
+empty (random weights: tests and smoke runs). Over a checkpoint only the
+fields that do not change the weights apply (training/finetune_init.py:
+runtime fields, and the dropout rates and initializer_range when set).
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ import ml_collections
 
 from bert_jax.config_base import base_config, model_config
 
+# model fields that are training choices, not architecture (the encoder's dropout, the std of freshly initialised
+# tensors such as the head): unset (None) they keep the checkpoint's value, set they replace it, as
+# `from_pretrained(..., hidden_dropout_prob=...)` does in transformers; without init_from, None is the default
+TRAINING_FIELDS = ("hidden_dropout_rate", "attention_dropout_rate", "initializer_range")
+
 
 def finetune_config(task: str, **overrides) -> ml_collections.ConfigDict:
     """Fine-tuning defaults (BERT's GLUE recipe: AdamW 2e-5, batch 32, 3 epochs, 10% warmup) for `task`."""
     finetune = overrides.pop("finetune", {})
     data = overrides.pop("data", {})
     c = base_config(model_config(), task="finetune", batch_size=32, learning_rate=2e-5, warmup_steps=0)
+    for field in TRAINING_FIELDS:  # None: the checkpoint's (ALBERT v2 has no dropout, BERT 0.1)
+        c.model[field] = ml_collections.config_dict.placeholder(float)
     c.init_from = ""  # Hugging Face checkpoint folder, or a bert_jax workdir / workdir/checkpoints/<step>
     c.max_seq_length = 128
     c.total_steps = 0  # 0: num_epochs over the training set

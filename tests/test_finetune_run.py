@@ -149,3 +149,59 @@ def test_unknown_head_init_is_a_config_error():
     config = finetune_config("sst2")
     with pytest.raises(ConfigError, match=r"head_init='uniform'.*'normal', 'truncated_normal'"):
         build_task_model(config.model, (("head", "classification", 2),), 0.1, "uniform")
+
+
+def _hf_checkpoint(tmp_path, architecture: str, **config) -> str:
+    from hf_reference import random_hf_model
+
+    folder = str(tmp_path / architecture)
+    random_hf_model(architecture, **config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("architecture, saved_rate", [("BertModel", 0.1), ("AlbertModel", 0.0)])
+def test_dropout_rates_are_the_checkpoints_unless_set(tmp_path, architecture, saved_rate):
+    """A fine-tuning run keeps the checkpoint's dropout (ALBERT v2 has none) unless model.*_dropout_rate is set."""
+    from bert_jax.training.finetune_init import load_init
+
+    rates = {"hidden_dropout_prob": saved_rate, "attention_probs_dropout_prob": saved_rate}
+    config = finetune_config("sst2", init_from=_hf_checkpoint(tmp_path, architecture, **rates))
+    model, _, _ = load_init(config)
+    assert (model.hidden_dropout_rate, model.attention_dropout_rate) == (saved_rate, saved_rate)
+    config.model.hidden_dropout_rate, config.model.attention_dropout_rate = 0.25, 0.0
+    model, _, _ = load_init(config)
+    assert (model.hidden_dropout_rate, model.attention_dropout_rate) == (0.25, 0.0)
+
+
+def test_unset_dropout_is_the_default_without_a_checkpoint():
+    from bert_jax.models.task_model import backbone_config
+    from bert_jax.training.finetune_init import load_init
+
+    config = finetune_config("sst2")
+    assert config.model.hidden_dropout_rate is None  # "the checkpoint's"
+    model, loaded, _ = load_init(config)
+    assert loaded is None and (model.hidden_dropout_rate, model.attention_dropout_rate) == (0.1, 0.1)
+    assert backbone_config(config.model, ["classification"]).attention_dropout_rate == 0.1
+
+
+def test_an_architecture_override_of_a_checkpoint_is_an_error(tmp_path):
+    """`--config.model.num_layers=2` with init_from cannot apply (the weights have 3 layers): say so, do not drop it."""
+    from bert_jax.training.finetune_init import load_init
+
+    config = finetune_config("sst2", init_from=_hf_checkpoint(tmp_path, "BertModel"))
+    config.model.num_layers, config.model.dtype = 2, "bfloat16"  # dtype is a runtime choice: allowed
+    with pytest.raises(ConfigError, match=r"sets model\.num_layers=2 \(the checkpoint has 3\).*init_from=''"):
+        load_init(config)
+    config.model.num_layers = 3  # the checkpoint's own value: nothing to refuse
+    model, _, _ = load_init(config)
+    assert (model.num_layers, model.dtype) == (3, "bfloat16")
+
+
+def test_initializer_range_override_sets_the_fresh_heads_std(tmp_path):
+    """model.initializer_range applies over a checkpoint (it only draws fresh tensors); unset it is the checkpoint's."""
+    from bert_jax.training.finetune_init import load_init
+
+    config = finetune_config("sst2", init_from=_hf_checkpoint(tmp_path, "BertModel", initializer_range=0.05))
+    assert load_init(config)[0].initializer_range == 0.05
+    config.model.initializer_range = 0.01
+    assert load_init(config)[0].initializer_range == 0.01

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from bert_jax.config_base import with_defaults_for_unset
 from bert_jax.errors import ConfigError
 from bert_jax.models.bert import BertModel
 from bert_jax.models.common import KERNEL_INITS
@@ -24,8 +25,9 @@ SINGLE_HEAD = "head"
 
 
 def backbone_config(model_cfg: ml_collections.ConfigDict, head_kinds: Sequence[str]) -> ml_collections.ConfigDict:
-    """`model_cfg` without pretraining heads, with the pooler exactly when a head reads the pooled output."""
-    cfg = ml_collections.ConfigDict(model_cfg.to_dict())
+    """`model_cfg` without pretraining heads, with the pooler exactly when a head reads the pooled output, and
+    unset dropout rates (a fine-tuning config without a checkpoint) at their defaults."""
+    cfg = ml_collections.ConfigDict(with_defaults_for_unset(model_cfg).to_dict())
     cfg.mlm_head = cfg.pair_head = cfg.rtd_head = cfg.sbo_head = False
     cfg.use_pooler = any(kind in POOLED_HEADS for kind in head_kinds)
     return cfg

@@ -20,6 +20,8 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bert_jax import fileio
+from bert_jax.config_base import model_config, with_defaults_for_unset
+from bert_jax.config_finetune import TRAINING_FIELDS
 from bert_jax.data.tokenizers import Tokenizer, load_tokenizer
 from bert_jax.errors import CheckpointError, ConfigError
 from bert_jax.models.task_model import BACKBONE
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 NATIVE_CONFIG = "bert_jax_config.json"
 # model fields a run may change without changing weights
 RUNTIME_FIELDS = ("dtype", "remat_policy", "scan_layers", "scan_unroll")
+# pretraining heads and the pooler: the task model sets them itself (task_model.backbone_config)
+HEAD_FIELDS = ("use_pooler", "mlm_head", "pair_head", "rtd_head", "sbo_head", "sbo_positions")
+HEAD_FIELDS += ("classifier_dropout_rate",)
 
 
 def _finetune_config_of(path: str) -> dict | None:
@@ -41,25 +46,53 @@ def _finetune_config_of(path: str) -> dict | None:
 
 
 def load_init(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, dict | None, dict]:
-    """(model block, checkpoint params or None, the checkpoint's saved config as a dict) for `config.init_from`."""
+    """(model block, checkpoint params or None, the checkpoint's saved config as a dict) for `config.init_from`.
+
+    The architecture comes from the checkpoint: a `model.*` field set to
+    something else than both the default and the checkpoint's value is an
+    error, not silently dropped. `RUNTIME_FIELDS` and the `TRAINING_FIELDS`
+    that are set apply on top of the checkpoint's block.
+    """
     path = config.init_from
     if not path:
-        return config.model, None, {}
-    runtime = {f"model.{k}": config.model[k] for k in RUNTIME_FIELDS}
+        return with_defaults_for_unset(config.model), None, {}
+    chosen = {k: config.model[k] for k in RUNTIME_FIELDS}
+    chosen.update({k: config.model[k] for k in TRAINING_FIELDS if config.model.get(k) is not None})
     saved = _finetune_config_of(path)
     if saved is not None:  # an earlier fine-tuning workdir: {"backbone": ..., "head": ...}
         from bert_jax.pretrained import _latest_training_params
 
         params, _ = _latest_training_params(os.path.join(path, "checkpoints"))
         model_cfg = ml_collections.ConfigDict(saved["model"])
+        _check_architecture(config.model, model_cfg, path)
         if model_cfg.scan_layers != config.model.scan_layers:
             raise ConfigError("model.scan_layers cannot change when fine-tuning from a fine-tuning workdir")
-        model_cfg.update({k: config.model[k] for k in RUNTIME_FIELDS})
+        model_cfg.update(chosen)
         return model_cfg, params, saved
     from bert_jax.pretrained import load_pretrained
 
-    _, params, loaded = load_pretrained(path, runtime)
+    _, params, loaded = load_pretrained(path, {f"model.{k}": v for k, v in chosen.items()})
+    _check_architecture(config.model, loaded.model, path)
     return loaded.model, {BACKBONE: params}, loaded.to_dict()
+
+
+def _check_architecture(requested: ml_collections.ConfigDict, checkpoint: ml_collections.ConfigDict, path: str):
+    """Raises when a `model.*` field was set (it differs from model_config's default) to another value than the
+    checkpoint's: the checkpoint's shapes and layout decide, so the setting could only be ignored."""
+    defaults = model_config()
+    clashes = [
+        f"model.{key}={value!r} (the checkpoint has {checkpoint.get(key)!r})"
+        for key, value in requested.items()
+        if key not in RUNTIME_FIELDS + TRAINING_FIELDS + HEAD_FIELDS and key in defaults and value != defaults[key]
+        if value != checkpoint.get(key)
+    ]
+    if clashes:
+        changeable = ", ".join("model." + k for k in RUNTIME_FIELDS + TRAINING_FIELDS)
+        raise ConfigError(
+            f"init_from={path} decides the architecture, but the config sets {'; '.join(clashes)}. Drop those "
+            f"overrides to fine-tune the checkpoint as it is, or set init_from='' to train that architecture from "
+            f"random weights. Fields a run may change: {changeable}"
+        )
 
 
 def graft(fresh: dict, loaded: dict | None, reinit_head: bool, source: str) -> dict:
