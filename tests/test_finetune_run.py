@@ -205,3 +205,11 @@ def test_initializer_range_override_sets_the_fresh_heads_std(tmp_path):
     assert load_init(config)[0].initializer_range == 0.05
     config.model.initializer_range = 0.01
     assert load_init(config)[0].initializer_range == 0.01
+
+
+def test_build_model_of_a_finetuning_config_uses_the_default_dropout():
+    """`bert_jax.build_model(load_config("configs/finetune/..."))`: the unset rates are the defaults, not None."""
+    import bert_jax
+
+    config = bert_jax.load_config(os.path.join(ROOT, "configs", "finetune", "sst2.py"))
+    assert bert_jax.build_model(config).config.hidden_dropout_rate == 0.1

@@ -7,13 +7,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from bert_jax.config_base import with_defaults_for_unset
 from bert_jax.models.bert import BertModel, EncoderOutput
 
 __all__ = ["BertModel", "EncoderOutput", "build_model", "init_params", "count_params"]
 
 
 def _model_block(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    return config.model if "model" in config else config
+    """The model block, with fields a fine-tuning config leaves to the checkpoint (None) at their defaults."""
+    return with_defaults_for_unset(config.model if "model" in config else config)
 
 
 def build_model(config: ml_collections.ConfigDict) -> BertModel:
