@@ -32,8 +32,15 @@ NATIVE_CONFIG = "bert_jax_config.json"
 # model fields a run may change without changing weights
 RUNTIME_FIELDS = ("dtype", "remat_policy", "scan_layers", "scan_unroll")
 # pretraining heads and the pooler: the task model sets them itself (task_model.backbone_config)
-HEAD_FIELDS = ("use_pooler", "mlm_head", "pair_head", "rtd_head", "sbo_head", "sbo_positions")
-HEAD_FIELDS += ("classifier_dropout_rate",)
+HEAD_FIELDS = (
+    "use_pooler",
+    "mlm_head",
+    "pair_head",
+    "rtd_head",
+    "sbo_head",
+    "sbo_positions",
+    "classifier_dropout_rate",
+)
 
 
 def _finetune_config_of(path: str) -> dict | None:
