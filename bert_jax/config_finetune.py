@@ -58,7 +58,10 @@ def finetune_config(task: str, **overrides) -> ml_collections.ConfigDict:
     # "auto" picks, for the batches of this run, the widths that minimise compile_cost_tokens per width plus
     # the padded tokens computed (finetune_data.choose_widths): coarse for a short run, fine for a long one.
     c.finetune.bucket_widths = "auto"
-    c.finetune.compile_cost_tokens = 8192  # one more width ~ this many more padded tokens (MiniLM, 2-core CPU)
+    # One more width ~ this many more padded tokens. Measured for all-MiniLM-L6-v2 on 2-core CPUs: a train-step
+    # compile costs the time of ~11,000 tokens of steps on a host with slower matmuls and ~19,000 on one with
+    # faster ones (bench/RESULTS_finetune.md, session 12); 16384 lies between (8192 added a shape SST-2 lost 18% to).
+    c.finetune.compile_cost_tokens = 16384
     c.finetune.compile_ahead = True  # compile every batch width's train/eval step at start-up, on a thread
     # XLA:CPU backend optimisation level of those compiles (-1: XLA's default, 3). Level 1 compiles a MiniLM
     # train step in 6 CPU s instead of 10 with the same step time (training/precompile.py); 0 is 3x slower.
