@@ -69,11 +69,11 @@ def load_init(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigD
     if saved is not None:  # an earlier fine-tuning workdir: {"backbone": ..., "head": ...}
         from bert_jax.pretrained import _latest_training_params
 
-        params, _ = _latest_training_params(os.path.join(path, "checkpoints"))
         model_cfg = ml_collections.ConfigDict(saved["model"])
-        _check_architecture(config.model, model_cfg, path)
+        _check_architecture(config.model, model_cfg, path)  # before reading any weights
         if model_cfg.scan_layers != config.model.scan_layers:
             raise ConfigError("model.scan_layers cannot change when fine-tuning from a fine-tuning workdir")
+        params, _ = _latest_training_params(os.path.join(path, "checkpoints"))
         model_cfg.update(chosen)
         return model_cfg, params, saved
     from bert_jax.pretrained import load_pretrained
