@@ -76,6 +76,8 @@ def _load_native(path: str) -> tuple[ml_collections.ConfigDict, dict, ml_collect
 
 def _latest_training_params(directory: str) -> tuple[dict, str]:
     """Parameters of the newest readable orbax step under a workdir's checkpoints/ (read-only)."""
+    if not fileio.isdir(directory):
+        raise CheckpointError(f"{directory}: no such checkpoint directory (a run saves one with its first checkpoint)")
     steps = sorted((int(name) for name in fileio.listdir(directory) if name.isdigit()), reverse=True)
     errors = []
     for step in steps:

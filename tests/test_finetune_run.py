@@ -213,3 +213,27 @@ def test_build_model_of_a_finetuning_config_uses_the_default_dropout():
 
     config = bert_jax.load_config(os.path.join(ROOT, "configs", "finetune", "sst2.py"))
     assert bert_jax.build_model(config).config.hidden_dropout_rate == 0.1
+
+
+def test_an_architecture_override_of_a_finetuning_workdir_is_refused_before_reading_weights(tmp_path):
+    """init_from an earlier fine-tuning workdir: the saved model block decides, checked before any weight is read
+    (this workdir has no checkpoints at all, so reading weights first would fail differently)."""
+    from bert_jax.training.finetune_init import NATIVE_CONFIG, load_init
+
+    earlier = finetune_config("sst2")
+    earlier.model.update(TINY, vocab_size=30)
+    (tmp_path / NATIVE_CONFIG).write_text(json.dumps(earlier.to_dict()))
+    config = finetune_config("sst2", init_from=str(tmp_path))
+    config.model.num_layers = 4
+    with pytest.raises(ConfigError, match=r"model\.num_layers=4 \(the checkpoint has 2\)"):
+        load_init(config)
+
+
+def test_a_finetuning_workdir_without_checkpoints_is_a_checkpoint_error(tmp_path):
+    from bert_jax.training.finetune_init import NATIVE_CONFIG, load_init
+
+    earlier = finetune_config("sst2")
+    earlier.model.update(TINY, vocab_size=30)
+    (tmp_path / NATIVE_CONFIG).write_text(json.dumps(earlier.to_dict()))
+    with pytest.raises(CheckpointError, match=r"checkpoints: no such checkpoint directory"):
+        load_init(finetune_config("sst2", init_from=str(tmp_path)))
