@@ -38,7 +38,7 @@ SPIECE_FALLBACKS = {"[CLS]": "<cls>", "[SEP]": "<sep>", "[MASK]": "<mask>"}  # X
 SPIECE_WORD_BOUNDARY = "\u2581"  # '▁', SentencePiece's stand-in for a space
 
 # SentencePiece piece types (sentencepiece_model.proto) that transformers turns into added tokens.
-_UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
+_UNKNOWN, _CONTROL = 2, 3
 _UNKNOWN_PENALTY = 10.0  # an unknown character scores this far below the rarest piece (sentencepiece, tokenizers)
 _WORD_CACHE_SIZE = 1 << 20
 _JAMO = re.compile("([\u1100-\u11ff\ua960-\ua97f\ud7b0-\ud7ff])")  # conjoining Hangul jamo, one per match
@@ -527,10 +527,13 @@ class SentencePieceTokenizer(Tokenizer):
     `tokenizers` pipeline converted from the .model file. What that pipeline
     does, and this class therefore does too:
 
-    - Control, unknown and user-defined pieces (e.g. "<unk>", "<mask>", "(",
-      ".") are matched literally in the raw text first; the text between them
-      is tokenized separately, each chunk with its own leading '▁'. So "(a)"
-      gives '(', '▁a', ')' where plain sentencepiece gives '▁', '(', 'a', ')'.
+    - Control and unknown pieces (e.g. "<unk>", "<mask>", "<eod>") and the
+      special tokens are matched literally in the raw text first; the text
+      between them is tokenized separately, each chunk with its own leading
+      '▁'. User-defined pieces (XLNet's "(", ".", ...) are ordinary pieces
+      that the Viterbi search below emits whole, as sentencepiece does: "(a)"
+      gives '▁', '(', 'a', ')'. (transformers 5.0-5.24 split the raw text at
+      user-defined pieces as well, giving '(', '▁a', ')'; 5.25 stopped.)
     - Each chunk: "``" and "''" become '"', optional NFKD accent stripping and
       lower-casing, then the model's own character map (sentencepiece's
       normalizer), a split into words at whitespace, '▁' before each word and
@@ -581,8 +584,9 @@ class SentencePieceTokenizer(Tokenizer):
         self.cls_id = self._find_special("[CLS]", SPIECE_FALLBACKS["[CLS]"])
         self.sep_id = self._find_special("[SEP]", SPIECE_FALLBACKS["[SEP]"])
         self.mask_id = self._find_special("[MASK]", SPIECE_FALLBACKS["[MASK]"])
-        # transformers' added tokens: the special pieces plus the pad/cls/sep/mask/unk tokens whatever their type.
-        literal = {i for i, t in enumerate(types) if t in (_UNKNOWN, _CONTROL, _USER_DEFINED)} | super().special_ids
+        # transformers' added tokens: control and unknown pieces plus the pad/cls/sep/mask/unk tokens whatever
+        # their type. User-defined pieces are ordinary pieces of the Unigram model (transformers >= 5.25).
+        literal = {i for i, t in enumerate(types) if t in (_UNKNOWN, _CONTROL)} | super().special_ids
         self._control_ids = {i for i, t in enumerate(types) if t == _CONTROL}
         self._splitter = _AddedTokenSplitter({self._pieces[i]: i for i in literal})
         self._starts = [
