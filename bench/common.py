@@ -41,6 +41,9 @@ from bert_jax.host_memory import RETAINED
 MATMUL_SIZE = 2048  # square matmul for the peak: big enough to saturate two cores, small enough to be quick
 CLEAN_SHARE = 0.05  # a repeat is "clean" when other processes used less than this share of the cores meanwhile
 MIN_CONTENTION_WINDOW = 0.25  # seconds; shorter calls are too short for /proc/stat's ticks to tell
+PROBE_SIZE = 512  # square matmul timed once before the peak, to find a dtype without a fast kernel
+NO_KERNEL_GFLOPS = 20.0  # below this the probe's rate is the answer: the 2048^3 repeats would take minutes
+SLOW_DTYPE_SHARE = 0.25  # a torch bf16 matmul under this share of float32's cannot win a model row (see below)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,10 +198,33 @@ def torch_matmul_gflops(
     """Best GFLOP/s of a PyTorch [m,k] @ [k,n] matmul in `dtype` (oneDNN/MKL) with the current thread count."""
     import torch
 
+    probe = torch.ones((PROBE_SIZE, PROBE_SIZE), dtype=getattr(torch, dtype))
+    probe_rate = 2 * PROBE_SIZE**3 / min(time_fn(lambda: probe @ probe, warmup=1, repeats=1).times) / 1e9
+    if probe_rate < NO_KERNEL_GFLOPS:  # e.g. bf16 on a CPU without AVX-512: a reference loop at ~1 GFLOP/s
+        return probe_rate
     a = torch.ones((m, k), dtype=getattr(torch, dtype))
     b = torch.ones((k, n), dtype=getattr(torch, dtype))
     timing = time_fn(lambda: a @ b, warmup=2, repeats=repeats, min_warmup_s=1.0)
     return 2 * m * k * n / min(timing.times) / 1e9  # all repeats: contention only lowers a peak
+
+
+def torch_bf16_is_slow(peaks: dict[str, float]) -> bool:
+    """Whether torch's bf16 matmul runs under SLOW_DTYPE_SHARE of its float32 one on this CPU.
+
+    Then its bf16 rows (autocast, bf16 weights) cannot be the best PyTorch
+    setting, since matmuls are most of a BERT step, and on a CPU without bf16
+    kernels one such forward takes many minutes: the scripts leave them out
+    and say so.
+    """
+    return peaks["torch bfloat16"] < SLOW_DTYPE_SHARE * peaks["torch float32"]
+
+
+def slow_bf16_note(peaks: dict[str, float]) -> str:
+    """The line a script prints when it leaves the torch bf16 rows out."""
+    return (
+        f"torch bfloat16 rows left out: its matmul runs at {peaks['torch bfloat16']:.3g} GFLOP/s against "
+        f"{peaks['torch float32']:.3g} in float32 on this CPU (no bf16 kernel), so they cannot be the best PyTorch row"
+    )
 
 
 def bert_forward_flops(

@@ -7,7 +7,9 @@ Compares the encoder without MLM/NSP heads (embeddings + layers + pooler, what
   plus float32 with `scan_layers=False`, to show what the scan costs at run time;
 - PyTorch eager float32 under `torch.no_grad()`, bfloat16 autocast, and the
   model cast to bfloat16 (often the fastest PyTorch CPU setting, so the
-  comparison is against the best PyTorch can do, not a straw man);
+  comparison is against the best PyTorch can do, not a straw man); on a CPU
+  where torch's bf16 matmul has no fast kernel (AVX2 only: ~1 GFLOP/s) the
+  bf16 rows are left out with a note (`common.torch_bf16_is_slow`);
 - what-if rows: bert_jax with two changes patched in while tracing (the
   package is not edited), to measure what they would be worth: dots that
   return float32 in bfloat16 mode (`f32_accumulating_dots`) and attention
@@ -48,7 +50,9 @@ from common import (
     cpu_snapshot,
     jax_matmul_gflops,
     print_table,
+    slow_bf16_note,
     time_interleaved,
+    torch_bf16_is_slow,
     torch_matmul_gflops,
 )
 
@@ -242,6 +246,9 @@ def main() -> None:
         "torch bfloat16 autocast": (torch_forward(torch_model, batch, autocast=True), "torch bfloat16"),
         "torch bfloat16 weights": (torch_forward(torch_bf16_model, batch), "torch bfloat16"),
     }
+    if torch_bf16_is_slow(peaks_before):
+        print(slow_bf16_note(peaks_before))
+        del candidates["torch bfloat16 autocast"], candidates["torch bfloat16 weights"]
 
     jax_out = np.asarray(candidates["bert_jax float32"][0]()[0])
     print("\nparity, max |difference| of last_hidden_state from bert_jax float32:")

@@ -15,7 +15,9 @@ dropout 0.1 by default):
   except at the masked positions, plus `next_sentence_label`. The fused
   AdamW is PyTorch's best CPU setting: the default for-loop implementation
   took ~0.7 s per step on bert_tiny alone;
-- PyTorch bfloat16 autocast: the same under `torch.autocast("cpu", bfloat16)`;
+- PyTorch bfloat16 autocast: the same under `torch.autocast("cpu", bfloat16)`
+  (left out with a note where torch's bf16 matmul has no fast kernel,
+  `common.torch_bf16_is_slow`);
 - the same two with the MLM head on the masked positions only ("gathered
   head": `model.bert`, gather, `model.cls`, the same modules and weights):
   Hugging Face's forward computes the head on all B x S tokens, bert_jax on
@@ -89,8 +91,10 @@ from common import (
     cpu_snapshot,
     jax_matmul_gflops,
     print_table,
+    slow_bf16_note,
     time_fn,
     time_interleaved,
+    torch_bf16_is_slow,
     torch_matmul_gflops,
 )
 
@@ -379,6 +383,10 @@ def compare(args: argparse.Namespace, shapes: Shapes) -> dict[str, Any]:
                 TorchStep(sizes, shapes, batches, autocast=True, gathered_head=True),
                 "torch bfloat16",
             )
+        if torch_bf16_is_slow(peaks_before):
+            print(slow_bf16_note(peaks_before))
+            for setting in [s for s in candidates if s.startswith("torch") and "bfloat16" in s]:
+                del candidates[setting]
         f32 = JaxStep(bert_jax_config(sizes, shapes), batches)
         bf16 = JaxStep(bert_jax_config(sizes, shapes, **{"model.dtype": "bfloat16"}), batches)
         candidates["bert_jax float32"] = (f32, "JAX float32")
@@ -546,7 +554,7 @@ def dot_product_attention() -> Iterator[None]:
 
 @contextlib.contextmanager
 def flax_dropout() -> Iterator[None]:
-    """flax's `nn.Dropout` (a 32-bit random word per element) instead of bert_jax's 16-bit `Dropout`."""
+    """flax's `nn.Dropout` (a threefry word per element) instead of bert_jax's hashed `Dropout`."""
     with contextlib.ExitStack() as stack:
         for module in (attention_module, embeddings_module, encoder_module, heads_module):
             stack.enter_context(patched(module, "Dropout", nn.Dropout))
