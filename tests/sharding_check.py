@@ -74,7 +74,7 @@ def run(devices, accum: int, dropout: float, layout: dict | None = None) -> dict
 def main() -> None:
     assert jax.device_count() == 8, jax.devices()
     diff = lambda a, b: max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
-    # dropout on: random bits do not depend on the sharding (jax_threefry_partitionable)
+    # dropout on: its masks hash the global element index, so they do not depend on the sharding
     one = run(jax.devices()[:1], accum=1, dropout=0.1)
     out = {"one": one["losses"], "layouts": {}}
     for name, layout in LAYOUTS.items():

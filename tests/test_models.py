@@ -72,7 +72,7 @@ def test_scan_unroll_keeps_the_parameters_and_the_outputs(shared):
         out = model.apply({"params": p}, **inputs, deterministic=False, rngs={"dropout": jax.random.key(1)})
         return (out.mlm_logits**2).mean()
 
-    for model, loops in ((rolled, True), (straight, False)):  # deterministic: threefry's dropout bits loop too
+    for model, loops in ((rolled, True), (straight, False)):  # deterministic: only the layer loop counts
         hlo = jax.jit(lambda p, model=model: model.apply({"params": p}, **inputs).mlm_logits).lower(params)
         assert (" while(" in hlo.compile().as_text()) == loops  # XLA removes the one-trip loop jax emits
     loss_rolled, grads_rolled = jax.jit(jax.value_and_grad(functools.partial(loss, rolled)))(params)

@@ -21,6 +21,7 @@ import ml_collections
 import optax
 
 from bert_jax.errors import ConfigError
+from bert_jax.models.dropout import dropout_rngs
 
 LossFn = Callable[[dict, dict, jax.Array | None, dict | None], tuple[jax.Array, dict]]
 
@@ -70,7 +71,7 @@ def apply_model(model, params: dict, batch: dict, rng: jax.Array | None, **kwarg
         attention_mask=batch["attention_mask"],
         token_type_ids=batch["token_type_ids"],
         deterministic=deterministic,
-        rngs=None if deterministic else {"dropout": rng},
+        rngs=dropout_rngs(rng),
         **kwargs,
     )
 

@@ -35,6 +35,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from bert_jax import fileio
 from bert_jax.errors import ConfigError
 from bert_jax.models.bert import first_position
+from bert_jax.models.dropout import dropout_rngs
 from bert_jax.models.task_model import SINGLE_HEAD, build_task_model
 from bert_jax.tasks import get_task
 from bert_jax.tasks.base import Features, Task
@@ -224,7 +225,7 @@ class FineTuner:
             mask_kind="packed" if "position_ids" in packed else "padding",
             deterministic=deterministic,
             head=head,
-            rngs=None if deterministic else {"dropout": rng},
+            rngs=dropout_rngs(rng),
         )
 
     def loss_fn(self, params, batch, rng, totals=None, head: str | None = None):

@@ -126,8 +126,8 @@ class PackedTrainOrder(TrainOrder):
     count, so each device gets whole rows. A batch can run in a larger row
     count than its own (`runs_in_larger_sizes`: FineTuner.train_step does so
     while its own shape compiles) with the same update: the added rows are
-    empty and, with JAX's partitionable threefry (the default), appending
-    rows leaves the dropout bits of the others unchanged.
+    empty, and appending rows leaves the dropout masks of the others
+    unchanged (models/dropout.py hashes each element's row-major index).
     """
 
     def __init__(
