@@ -69,8 +69,8 @@ def dropout_rngs(rng: jax.Array | None) -> dict[str, jax.Array] | None:
 
 
 def index_words(shape: tuple[int, ...]) -> list[jax.Array]:
-    """The row-major index of every element of `shape` as uint32 words: one below 2**32 elements, and the
-    trailing dimensions always fill the first word, so growing the leading one keeps the others' indices."""
+    """The row-major index of every element of `shape` as uint32 words, trailing dimensions first: one word
+    below 2**32 elements (then growing the leading dimension keeps every other element's index), more above."""
     groups: list[list[int]] = [[]]
     size = 1
     for d in reversed(range(len(shape))):
