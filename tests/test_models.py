@@ -209,3 +209,19 @@ def test_gelu_exact_is_the_reference_gelu_and_its_gradient():
     grad = np.asarray(jax.grad(lambda v: gelu_exact(v).sum())(jnp.asarray(x)))
     np.testing.assert_allclose(grad, xt.grad.numpy(), atol=2e-6, rtol=0)
     assert gelu_exact(jnp.ones(4, jnp.bfloat16)).dtype == jnp.bfloat16  # no promotion of the compute dtype
+
+
+def test_gelu_exact_in_bfloat16_is_the_float32_gelu_rounded_once():
+    """In bf16 the value and the gradient are the float32 ones rounded to bf16 once, as torch's bf16 gelu."""
+    from bert_jax.models.common import gelu_exact
+
+    x = jnp.linspace(-6.0, 6.0, 4001).astype(jnp.bfloat16)
+    wide = x.astype(jnp.float32)
+    np.testing.assert_array_equal(
+        np.asarray(gelu_exact(x), np.float32), np.asarray(gelu_exact(wide).astype(jnp.bfloat16), np.float32)
+    )
+    g = jnp.cos(wide).astype(jnp.bfloat16)  # a cotangent that is not all ones
+    grad = jax.vjp(gelu_exact, x)[1](g)[0]
+    grad_wide = jax.vjp(gelu_exact, wide)[1](g.astype(jnp.float32))[0]
+    assert grad.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(grad, np.float32), np.asarray(grad_wide.astype(jnp.bfloat16), np.float32))

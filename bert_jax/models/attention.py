@@ -100,6 +100,10 @@ class SelfAttention(nn.Module):
         copies 3 H^2 weights. One [tokens, H] x [H, 3H] dot is what fused-QKV
         encoders run on accelerators; on XLA:CPU it measured within noise of
         three H x H dots (bench/train_step.py variants, RESULTS_training.md).
+        q, k and v come out of one `lax.split`, whose gradient is a concatenation;
+        indexed out one by one, their gradients were three zero-padded arrays
+        summed, which XLA:CPU ran as a 10 ms loop per layer of BERT-small's
+        bf16 train step (RESULTS_training.md, session 15).
         """
         cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_heads
@@ -110,7 +114,8 @@ class SelfAttention(nn.Module):
         fused = mixed_precision_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
         fused = add_bias(fused, jnp.stack(biases))  # [batch, length, 3, heads, head_dim]
         names = ("batch", "length", "heads", "kv")
-        return tuple(constrain(fused[..., i, :, :], names) for i in range(len(QKV)))
+        parts = jax.lax.split(fused, (1,) * len(QKV), axis=fused.ndim - 3)
+        return tuple(constrain(part.squeeze(fused.ndim - 3), names) for part in parts)
 
     def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
         """softmax(q k^T / sqrt(d) + bias) v on [batch, length, heads, head_dim] (with attention dropout).
