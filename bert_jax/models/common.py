@@ -232,7 +232,7 @@ def gelu_exact(x: jax.Array) -> jax.Array:
     left every intermediate (x/2, erf, 1 + erf) as a bf16 array of the FFN's
     width saved for the backward pass, each its own XLA:CPU loop; BERT-small's
     bf16 train step spent ~10 ms per layer there (bench/RESULTS_training.md,
-    session 15). In float32 the forward is the same expression as before.
+    session 15). In float32 the forward is exactly the erf formula.
     """
     xf = x.astype(jnp.float32)
     return (0.5 * xf * (1.0 + jax.lax.erf(xf * _SQRT_HALF))).astype(x.dtype)
