@@ -235,7 +235,12 @@ def gelu_exact(x: jax.Array) -> jax.Array:
     session 15). In float32 the forward is exactly the erf formula.
     """
     xf = x.astype(jnp.float32)
-    return (0.5 * xf * (1.0 + jax.lax.erf(xf * _SQRT_HALF))).astype(x.dtype)
+    return (xf * _normal_cdf(xf)).astype(x.dtype)
+
+
+def _normal_cdf(xf: jax.Array) -> jax.Array:
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the factor gelu and its derivative share."""
+    return 0.5 * (1.0 + jax.lax.erf(xf * _SQRT_HALF))
 
 
 def _gelu_exact_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -244,9 +249,8 @@ def _gelu_exact_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def _gelu_exact_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
     xf = x.astype(jnp.float32)
-    cdf = 0.5 * (1.0 + jax.lax.erf(xf * _SQRT_HALF))
     pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * xf * xf)
-    return ((g.astype(jnp.float32) * (cdf + xf * pdf)).astype(x.dtype),)
+    return ((g.astype(jnp.float32) * (_normal_cdf(xf) + xf * pdf)).astype(x.dtype),)
 
 
 gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)
